@@ -1,0 +1,86 @@
+"""Any sentence-transformers model by local folder or hub name (M3E, text2vec, bge, MiniLM...).
+
+Offline by default (HF_HUB_OFFLINE=1): a hub name works only if it is already in the user's cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import ConfigError, ModelNotAvailable
+from rag.settings import EmbedderSettings
+
+# Known instruction prefixes by model family; others use none unless set in settings.
+_PREFIXES: dict[str, tuple[str, str]] = {
+    "e5": ("query: ", "passage: "),
+    "bge-small-zh": ("为这个句子生成表示以用于检索相关文章：", ""),
+    "bge-base-zh": ("为这个句子生成表示以用于检索相关文章：", ""),
+    "bge-large-zh": ("为这个句子生成表示以用于检索相关文章：", ""),
+    "bge-small-en": ("Represent this sentence for searching relevant passages: ", ""),
+    "bge-base-en": ("Represent this sentence for searching relevant passages: ", ""),
+    "bge-large-en": ("Represent this sentence for searching relevant passages: ", ""),
+}
+
+
+def _default_prefixes(name: str) -> tuple[str, str]:
+    lowered = Path(name).name.lower()
+    for key, prefixes in _PREFIXES.items():
+        if key in lowered:
+            return prefixes
+    return ("", "")
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, name_or_path: str, settings: EmbedderSettings) -> None:
+        if not name_or_path:
+            raise ConfigError("sentence-transformers embedder needs a model: 'sentence-transformers:<name-or-path>'")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelNotAvailable(
+                "the sentence-transformers embedder needs the package: pip install torch==2.13.0 sentence-transformers"
+            ) from exc
+        try:
+            self._model = SentenceTransformer(name_or_path, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailable(
+                f"sentence-transformers model {name_or_path!r} is not available offline: give a local folder "
+                "(e.g. one holding a bge/m3e/text2vec model) or set CITEQA_ALLOW_HUB=1 to download it"
+            ) from exc
+        query_default, passage_default = _default_prefixes(name_or_path)
+        self._query_prefix = settings.query_prefix if settings.query_prefix is not None else query_default
+        self._passage_prefix = settings.passage_prefix if settings.passage_prefix is not None else passage_default
+        self._settings = settings
+        self._lock = threading.Lock()
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise ConfigError(f"sentence-transformers model {name_or_path!r} does not report its dimension")
+        self.dim: int = int(dim)
+        ident = str(Path(name_or_path).resolve()) if Path(name_or_path).exists() else name_or_path
+        self.id: str = f"sentence-transformers:{ident}"
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            out = self._model.encode(
+                texts,
+                batch_size=self._settings.batch_size,
+                normalize_embeddings=self._settings.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode([self._passage_prefix + t for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([self._query_prefix + text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])

@@ -1,0 +1,164 @@
+"""One Protocol per stage. Backends are chosen by name from registries (rag/registry.py).
+
+Parser -> Chunker -> Embedder -> Store -> Retriever -> Generator. Every backend of a stage
+satisfies the same Protocol, so tests run one contract suite against each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
+
+
+@runtime_checkable
+class Parser(Protocol):
+    """Turns one file into a ParsedDocument; raises rag.errors.ParseError subclasses on bad input."""
+
+    def parse(self, path: Path, *, password: str | None = None) -> ParsedDocument: ...
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """Splits a parsed document into chunks that keep page numbers and char offsets."""
+
+    def chunk(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text -> L2-normalised float32 vectors. `id` names the model exactly (it goes in the manifest)."""
+
+    id: str
+    dim: int
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass(slots=True)
+class SearchFilter:
+    """Restricts a search. Empty means everything."""
+
+    doc_ids: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # equality on document metadata keys
+
+    def __bool__(self) -> bool:
+        return bool(self.doc_ids or self.metadata)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A knowledge base: documents, chunks, vectors, keyword index and ingestion state.
+
+    The source of truth is durable and transactional (SQLite for `faiss`); derived indexes can be
+    rebuilt from it without re-embedding. Every write is atomic: a crash leaves the old state or the new.
+    """
+
+    name: str
+    path: Path | None
+    embedder_id: str
+    dim: int
+
+    # --- documents -------------------------------------------------------------------------
+    def find_by_sha(self, sha256: str) -> DocumentInfo | None: ...
+
+    def find_by_path(self, path: str) -> DocumentInfo | None: ...
+
+    def add_document(
+        self,
+        doc: ParsedDocument,
+        chunks: list[Chunk],
+        vectors: np.ndarray,
+        *,
+        replaces: str | None = None,
+    ) -> DocumentInfo:
+        """Store a document, its pages, chunks and vectors in one transaction.
+
+        `replaces` is the id of a previous version (same path, changed content) removed in the
+        same transaction. Chunk ids / doc_id in `chunks` are already set by the caller.
+        """
+        ...
+
+    def add_path(self, doc_id: str, path: str) -> None:
+        """Record that the same content also lives at `path` (dedup by sha256)."""
+        ...
+
+    def remove_document(self, doc_id: str) -> None: ...
+
+    def list_documents(self) -> list[DocumentInfo]: ...
+
+    def get_document(self, doc_id: str) -> DocumentInfo: ...
+
+    def page_text(self, doc_id: str, page: int) -> str:
+        """The full text of one page as parsed (what citations quote from)."""
+        ...
+
+    # --- embedding cache -------------------------------------------------------------------
+    def cached_vectors(self, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors already stored for chunk texts with these sha256 hashes (re-chunk without re-embed)."""
+        ...
+
+    # --- search ----------------------------------------------------------------------------
+    def dense_search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[Hit]: ...
+
+    def keyword_search(self, query: str, k: int, flt: SearchFilter | None = None) -> list[Hit]: ...
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]: ...
+
+    def neighbours(self, chunk: Chunk, n: int) -> list[Chunk]:
+        """Up to `n` chunks before and after `chunk` in the same document, in order."""
+        ...
+
+    # --- housekeeping ----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """At least {"documents", "chunks", "embedder", "dim", "backend"}."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Retrieval:
+    """What a retriever found. `no_evidence` is set when the best hit is below the relevance floor."""
+
+    hits: list[Hit]
+    no_evidence: bool = False
+    best_score: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    def retrieve(self, query: str, k: int, flt: SearchFilter | None = None) -> Retrieval: ...
+
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """An LLM. `generate(..., stream=True)` yields text pieces as they are produced."""
+
+    id: str
+    context_tokens: int
+
+    def generate(
+        self,
+        messages: list[Message],
+        *,
+        stream: bool = False,
+        max_tokens: int = 384,
+        temperature: float = 0.1,
+        stop: list[str] | None = None,
+    ) -> str | Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...

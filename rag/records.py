@@ -1,0 +1,120 @@
+"""The typed records that flow one way through citeqa.
+
+ParsedDocument -> Page -> Chunk -> Hit -> Answer / Citation.
+Plain dataclasses: cheap to build by the million, picklable for worker processes,
+and turned into JSON with `dataclasses.asdict` at the edges (CLI, server).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Table:
+    """A table found on a page, already rendered as markdown."""
+
+    markdown: str
+    header: str = ""  # the markdown header row + separator, repeated when a table is split
+    bbox: tuple[float, float, float, float] | None = None
+
+
+@dataclass(slots=True)
+class Block:
+    """A run of text on a page in reading order; `heading_level` > 0 marks a heading."""
+
+    text: str
+    char_start: int  # offset into Page.text
+    char_end: int
+    heading_level: int = 0
+    kind: str = "text"  # "text" | "table"
+    bbox: tuple[float, float, float, float] | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    """One page (1-based `number`) of a document; `text` is what citations quote from."""
+
+    number: int
+    text: str
+    blocks: list[Block] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    ocr: bool = False
+    header: str = ""  # running header/footer lines removed from `text`, kept as metadata
+
+
+@dataclass(slots=True)
+class ParsedDocument:
+    source: str  # the path (or name) the document came from
+    sha256: str
+    title: str
+    pages: list[Page]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A retrievable span of one document. Offsets are into the text of `page_start`."""
+
+    id: str
+    doc_id: str
+    text: str
+    page_start: int
+    page_end: int
+    char_start: int
+    char_end: int
+    section: str = ""
+    token_count: int = 0
+    doc: str = ""  # the document's display name, filled when chunks are read back from a store
+    ordinal: int = 0  # position of the chunk inside its document
+
+
+@dataclass(slots=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    rank: int
+    retriever: str  # "dense" | "keyword" | "hybrid" | "rerank"
+
+
+@dataclass(slots=True)
+class Citation:
+    n: int
+    doc: str
+    page: int
+    quote: str
+    char_start: int = -1
+    char_end: int = -1
+    verified: bool = False
+    chunk_id: str = ""
+    doc_id: str = ""
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    sources: list[Hit] = field(default_factory=list)
+    refused: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    question: str = ""  # the standalone question actually answered (after follow-up rewriting)
+    unsupported: list[str] = field(default_factory=list)  # sentences no source supported
+
+
+@dataclass(slots=True)
+class DocumentInfo:
+    """A document as a knowledge base stores it."""
+
+    id: str
+    source: str
+    title: str
+    sha256: str
+    pages: int
+    chunks: int
+    added_at: float = 0.0
+    paths: list[str] = field(default_factory=list)

