@@ -123,6 +123,10 @@ class Store(Protocol):
         """At least {"documents", "chunks", "embedder", "dim", "backend"}."""
         ...
 
+    def rebuild_indexes(self) -> None:
+        """Rebuild derived indexes (dense, keyword) from the source of truth, without re-embedding."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -144,6 +145,17 @@ class FlatEnvSource(PydanticBaseSettingsSource):
         return out
 
 
+class NestedEnvSource(EnvSettingsSource):
+    """`CITEQA_SECTION__FIELD` names. A section-level name holding a plain string (`CITEQA_LLM=smollm2-135m`)
+    is a flat name handled by FlatEnvSource, not a JSON section, so it is ignored here."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        value, key, is_complex = super().get_field_value(field, field_name)
+        if isinstance(value, str) and not value.lstrip().startswith("{"):
+            return None, key, is_complex
+        return value, key, is_complex
+
+
 class Settings(BaseSettings):
     """Everything configurable in citeqa."""
 
@@ -169,7 +181,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, FlatEnvSource(settings_cls), env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, FlatEnvSource(settings_cls), NestedEnvSource(settings_cls)]
         toml = _toml_path()
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))

@@ -56,7 +56,8 @@ class SentenceTransformerEmbedder:
         self._passage_prefix = settings.passage_prefix if settings.passage_prefix is not None else passage_default
         self._settings = settings
         self._lock = threading.Lock()
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = get_dim()
         if dim is None:
             raise ConfigError(f"sentence-transformers model {name_or_path!r} does not report its dimension")
         self.dim: int = int(dim)

@@ -1,0 +1,72 @@
+"""Keyword search for the embedded store: SQLite FTS5 BM25 over pre-tokenized text.
+
+Why FTS5 and not bm25s (measured with bench/retrieval_keyword.py, figures in the report):
+- it is updated incrementally inside the same SQLite transaction as the chunks, so a kill -9 can
+  never leave the keyword index out of step with the documents, and nothing is rebuilt per query
+  or per ingest (bm25s is a static index: every update re-indexes the corpus or needs segments);
+- query latency stays in milliseconds at 100k chunks and tens of ms at 1M once very common terms are
+  dropped from the query (below), which is on par with bm25s;
+- its ranking equals bm25s's on the same tokens (both Okapi BM25, k1=1.2, b=0.75).
+
+Text is analysed by rag.store.analyzer.tokenize (jieba for Chinese), then stored as space-joined tokens
+in `chunks.tokens`; the FTS5 table indexes that column as external content, so the keyword index can
+be rebuilt from SQLite alone (`INSERT INTO chunks_fts(chunks_fts) VALUES('rebuild')`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from rag.store.analyzer import tokenize
+
+# unicode61 folds case; keep '.', apostrophes and '-' inside tokens so the analyzer's tokens survive
+# whole ("34.2", "company's"). Tokens are separated by single spaces.
+FTS_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    tokens, content='chunks', content_rowid='rowid',
+    tokenize="unicode61 remove_diacritics 0 tokenchars '.''’-_'"
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE TRIGGER IF NOT EXISTS chunks_fts_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, tokens) VALUES (new.rowid, new.tokens);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, tokens) VALUES ('delete', old.rowid, old.tokens);
+END;
+"""
+
+# A query term present in more than this share of chunks carries almost no BM25 weight (idf < ~1)
+# but makes FTS5 score every row it matches: drop it unless every term is that common.
+COMMON_TERM_SHARE = 0.10
+MAX_QUERY_TERMS = 32
+
+
+def index_text(text: str) -> str:
+    """What goes into chunks.tokens for a chunk's text."""
+    return " ".join(tokenize(text))
+
+
+def _quote(token: str) -> str:
+    return '"' + token.replace('"', '""') + '"'
+
+
+def query_terms(query: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for tok in tokenize(query):
+        seen.setdefault(tok.lower(), None)
+    return list(seen)[:MAX_QUERY_TERMS]
+
+
+def match_expression(conn: sqlite3.Connection, terms: list[str], total_rows: int) -> str | None:
+    """An FTS5 MATCH string OR-ing the useful query terms, or None when nothing can match."""
+    if not terms:
+        return None
+    if total_rows > 5000 and len(terms) > 1:
+        marks = ",".join("?" * len(terms))
+        df = dict(conn.execute(f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})", terms).fetchall())
+        present = [t for t in terms if df.get(t, 0) > 0]
+        if not present:
+            return None
+        rare = [t for t in present if df[t] <= COMMON_TERM_SHARE * total_rows]
+        terms = rare or sorted(present, key=lambda t: df[t])[:2]
+    return " OR ".join(_quote(t) for t in terms)

@@ -1,0 +1,91 @@
+"""A knowledge base knows what made it: `manifest.json` beside the data.
+
+JSON fields: schema_version, backend, embedder (id), dim, chunker (settings dict), index (kind:
+"flat" | "hnsw", plus the HNSW threshold in force), created_at. Backends without a local folder
+(pgvector, milvus) keep the same JSON in a table via `Manifest.to_json()` / `Manifest.from_json()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import EmbedderMismatch, KnowledgeBaseError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(slots=True)
+class Manifest:
+    backend: str
+    embedder: str
+    dim: int
+    chunker: dict[str, Any] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=lambda: {"kind": "flat"})
+    schema_version: int = SCHEMA_VERSION
+    created_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "manifest") -> Manifest:
+        try:
+            return cls(
+                backend=str(data["backend"]),
+                embedder=str(data["embedder"]),
+                dim=int(data["dim"]),
+                chunker=dict(data.get("chunker") or {}),
+                index=dict(data.get("index") or {"kind": "flat"}),
+                schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
+                created_at=float(data.get("created_at", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KnowledgeBaseError(f"{where}: malformed manifest ({exc})") from exc
+
+
+def check_embedder(manifest: Manifest, embedder_id: str | None, dim: int | None, kb: str) -> None:
+    """Refuse to mix embedders: raise EmbedderMismatch naming both models."""
+    if embedder_id is not None and embedder_id != manifest.embedder:
+        raise EmbedderMismatch(
+            f"knowledge base {kb!r} was built with embedder {manifest.embedder!r} ({manifest.dim}-d); "
+            f"the configured embedder is {embedder_id!r}"
+            + (f" ({dim}-d)" if dim is not None else "")
+            + f". Use CITEQA_EMBEDDER={manifest.embedder} or re-ingest into a new knowledge base."
+        )
+    if dim is not None and dim != manifest.dim:
+        raise EmbedderMismatch(
+            f"knowledge base {kb!r} holds {manifest.dim}-d vectors from {manifest.embedder!r}; "
+            f"the configured embedder {embedder_id or '?'!r} gives {dim}-d vectors"
+        )
+    if manifest.schema_version > SCHEMA_VERSION:
+        raise KnowledgeBaseError(
+            f"knowledge base {kb!r} has schema version {manifest.schema_version}; this citeqa reads "
+            f"up to {SCHEMA_VERSION} — upgrade citeqa"
+        )
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, json.JSONDecodeError) as exc:
+        raise KnowledgeBaseError(f"{path}: cannot read manifest ({exc})") from exc
+    return Manifest.from_json(data, where=str(path))
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write atomically (temp file + os.replace) so a crash never leaves half a manifest."""
+    path = folder / MANIFEST_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
