@@ -48,6 +48,10 @@ class EmptyDocument(ParseError):
     """The document has no pages or no extractable text."""
 
 
+class CorruptDocument(ParseError):
+    """The file is damaged or truncated, or its content is not what its extension says."""
+
+
 class KnowledgeBaseError(CiteqaError):
     """Base for knowledge-base problems."""
 

@@ -79,7 +79,8 @@ class Hit:
     chunk: Chunk
     score: float
     rank: int
-    retriever: str  # "dense" | "keyword" | "hybrid" | "rerank"
+    retriever: str  # "dense" | "keyword" | "hybrid" | "rerank" | "neighbour"
+    scores: dict[str, float] = field(default_factory=dict)  # per-retriever scores, e.g. {"dense": 0.84, "rrf": 0.03}
 
 
 @dataclass(slots=True)

@@ -24,6 +24,14 @@ def _llama_cpp(argument: str, settings: Settings) -> Generator:
     return LlamaCppGenerator(path, settings.llm, name=argument)
 
 
+@GENERATORS.register("openai")
+def _openai(argument: str, settings: Settings) -> Generator:
+    from rag.llm.openai_compatible import OpenAIGenerator, parse_spec
+
+    base_url, model = parse_spec(argument)
+    return OpenAIGenerator(base_url, settings.llm, model)
+
+
 def generator_spec(name: str) -> str:
     """Map the user-facing LLM name onto a registry spec."""
     if name.startswith(("openai:", "http://", "https://")):

@@ -68,6 +68,13 @@ STORES.register("pgvector", _lazy("rag.store.pgvector", "PgvectorBackend", "pip 
 STORES.register("milvus", _lazy("rag.store.milvus", "MilvusBackend", "pip install pymilvus"))
 
 
+def chunk_text_hash(text: str) -> str:
+    """The key of the embedding cache (`Store.cached_vectors`): sha256 of the chunk text, hex."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def get_backend(settings: Settings) -> StoreBackend:
     """The backend chosen by settings.store.backend (CITEQA_STORE)."""
     return STORES.create(settings.store.backend)

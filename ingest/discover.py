@@ -1,0 +1,103 @@
+"""Finding the files to ingest, and their content identity (streaming sha256)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Editor, office and download leftovers that are never documents.
+_TEMP_PREFIXES = ("~$", ".~", "~")
+_TEMP_SUFFIXES = ("~", ".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", ".lock")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A file to consider; `path` is absolute and resolved, `explicit` when named on the command line."""
+
+    path: Path
+    size: int
+    explicit: bool = False
+
+    @property
+    def key(self) -> str:
+        """The path string a knowledge base records for this file."""
+        return str(self.path)
+
+
+def is_hidden_or_temp(name: str) -> bool:
+    """Dot files, Office lock files (~$x.docx), editor backups (x~) and partial downloads."""
+    lower = name.lower()
+    return name.startswith(".") or lower.startswith(_TEMP_PREFIXES) or lower.endswith(_TEMP_SUFFIXES)
+
+
+def _matches(glob: str | None, path: Path, root: Path) -> bool:
+    if not glob:
+        return True
+    if "/" in glob:  # a path pattern, relative to the folder that was given
+        rel = path.relative_to(root).as_posix()
+        return fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(rel, glob.removeprefix("**/"))
+    return fnmatch.fnmatch(path.name, glob)
+
+
+def discover(
+    paths: Sequence[Path], extensions: Iterable[str], glob: str | None = None
+) -> tuple[list[Found], list[tuple[str, str]]]:
+    """Files under `paths` to ingest, sorted and without duplicates, plus (path, error) for bad arguments.
+
+    Folders are walked recursively (hidden folders and hidden/temporary files skipped, symlinked
+    folders not followed); only files with a supported extension and matching `glob` (a file-name
+    pattern such as '*.pdf', or a relative path pattern such as 'reports/**/*.pdf') are kept. A file
+    named explicitly is always kept (an unsupported type then fails with a clear message).
+    """
+    exts = {e.lower() for e in extensions}
+    found: dict[Path, Found] = {}
+    errors: list[tuple[str, str]] = []
+    for given in paths:
+        p = Path(given).expanduser()
+        if p.is_file():
+            rp = p.resolve()
+            found.setdefault(rp, Found(rp, rp.stat().st_size, explicit=True))
+            continue
+        if not p.is_dir():
+            errors.append((str(p), f"{p}: no such file or folder"))
+            continue
+        root = p.resolve()
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if is_hidden_or_temp(name) or Path(name).suffix.lower() not in exts:
+                    continue
+                fp = Path(dirpath) / name
+                if not _matches(glob, fp, root):
+                    continue
+                try:
+                    rp = fp.resolve()
+                    if not rp.is_file():
+                        continue
+                    found.setdefault(rp, Found(rp, rp.stat().st_size))
+                except OSError as exc:
+                    errors.append((str(fp), f"{fp}: cannot read ({exc.strerror or exc})"))
+    return sorted(found.values(), key=lambda f: f.key), errors
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (constant memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_roots(paths: Sequence[Path]) -> list[Path]:
+    """The resolved folders among `paths` (what `prune` is allowed to look under)."""
+    return [Path(p).expanduser().resolve() for p in paths if Path(p).expanduser().is_dir()]
+
+
+def is_under(path: str, roots: Sequence[Path]) -> bool:
+    p = Path(path)
+    return any(p == r or r in p.parents for r in roots)

@@ -1,0 +1,376 @@
+"""Page layout from positioned lines: reading order, columns, running headers, paragraphs, headings.
+
+Format-neutral: works on `Line`s (text + box + font size + bold) whether they came from a PDF text
+layer or from OCR. Everything here is a top-level function of plain data, so it is cheap to test and
+safe in worker processes.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ingest.parsers.textclean import header_key, is_page_number
+from rag.lang import is_cjk_char, join_lines
+
+HEADING_RATIO = 1.12  # font size over the body size that makes a line heading-like
+BAND = 0.12  # top / bottom share of the page where running headers and footers live
+HEADER_SHARE = 0.4  # a line repeated on this share of pages (of a doc with >= 3) is a running header
+_SENTENCE_END = tuple(".!?:;。！？；：…”’\")）")
+
+
+@dataclass(slots=True)
+class Line:
+    """One visual line (or a placeholder for a table when `table` >= 0)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str
+    size: float
+    bold: bool = False
+    table: int = -1
+
+    @property
+    def height(self) -> float:
+        return max(self.y1 - self.y0, 1.0)
+
+    @property
+    def yc(self) -> float:
+        return (self.y0 + self.y1) / 2
+
+
+@dataclass(slots=True)
+class Paragraph:
+    lines: list[Line]
+    text: str
+    heading_level: int = 0
+    table: int = -1
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (
+            min(ln.x0 for ln in self.lines),
+            min(ln.y0 for ln in self.lines),
+            max(ln.x1 for ln in self.lines),
+            max(ln.y1 for ln in self.lines),
+        )
+
+
+@dataclass(slots=True)
+class DocStats:
+    """Facts about a run of pages that single pages cannot tell: body size, running headers, heading sizes."""
+
+    body_size: float = 10.0
+    header_keys: set[str] = field(default_factory=set)
+    heading_sizes: list[float] = field(default_factory=list)  # distinct heading sizes, largest first
+
+
+# --- rows and columns ---------------------------------------------------------------------------
+
+
+def _join_in_row(left: str, right: str, gap: float, size: float) -> str:
+    if not left:
+        return right
+    if not right:
+        return left
+    if gap < 0.3 * size and (is_cjk_char(left[-1]) or is_cjk_char(right[0])):
+        return left + right
+    return left + " " + right
+
+
+def merge_rows(lines: Sequence[Line]) -> list[Line]:
+    """Group lines that share a baseline band into one line each, top to bottom, left to right."""
+    rows: list[list[Line]] = []
+    tables: list[Line] = []
+    for ln in sorted(lines, key=lambda item: (item.yc, item.x0)):
+        if ln.table >= 0:
+            tables.append(ln)
+            continue
+        if rows:
+            row = rows[-1]
+            top = min(r.y0 for r in row)
+            bottom = max(r.y1 for r in row)
+            overlap = min(bottom, ln.y1) - max(top, ln.y0)
+            if overlap >= 0.5 * min(ln.height, bottom - top):
+                row.append(ln)
+                continue
+        rows.append([ln])
+    merged = [_merge_row(row) for row in rows]
+    if tables:
+        merged.extend(tables)
+        merged.sort(key=lambda item: item.y0 if item.table >= 0 else item.yc)
+    return merged
+
+
+def _merge_row(row: list[Line]) -> Line:
+    if len(row) == 1:
+        return row[0]
+    row.sort(key=lambda item: item.x0)
+    text = row[0].text
+    for prev, cur in zip(row, row[1:]):
+        text = _join_in_row(text, cur.text, cur.x0 - prev.x1, max(cur.size, prev.size))
+    main = max(row, key=lambda item: len(item.text))
+    bold_chars = sum(len(r.text) for r in row if r.bold)
+    return Line(
+        min(r.x0 for r in row),
+        min(r.y0 for r in row),
+        max(r.x1 for r in row),
+        max(r.y1 for r in row),
+        text,
+        main.size,
+        bold_chars * 2 > sum(len(r.text) for r in row),
+    )
+
+
+def find_gutter(lines: Sequence[Line]) -> float | None:
+    """The x of a vertical gap that splits the lines into two text columns, or None.
+
+    Both sides must hold a real share of the text, few lines may cross the gap, and each side's
+    lines must fill their column: a column of short numbers beside labels is a table, not a column.
+    """
+    text_lines = [ln for ln in lines if ln.table < 0 and ln.text]
+    if len(text_lines) < 6:
+        return None
+    total = sum(len(ln.text) for ln in text_lines)
+    x_min = min(ln.x0 for ln in text_lines)
+    x_max = max(ln.x1 for ln in text_lines)
+    width = x_max - x_min
+    if width < 100 or total == 0:
+        return None
+    best: list[float] = []
+    best_cross = total + 1
+    steps = 60
+    for i in range(steps + 1):
+        x = x_min + width * (0.25 + 0.5 * i / steps)
+        cross = sum(len(ln.text) for ln in text_lines if ln.x0 < x - 1 and ln.x1 > x + 1)
+        if cross < best_cross:
+            best_cross, best = cross, [x]
+        elif cross == best_cross:
+            best.append(x)
+    if best_cross > 0.05 * total:
+        return None
+    # The middle of the longest run of equally good positions: the centre of the gap.
+    runs: list[list[float]] = [[best[0]]]
+    step = width * 0.5 / steps
+    for x in best[1:]:
+        if x - runs[-1][-1] <= step * 1.5:
+            runs[-1].append(x)
+        else:
+            runs.append([x])
+    run = max(runs, key=len)
+    gutter = (run[0] + run[-1]) / 2
+    left = [ln for ln in text_lines if ln.x1 <= gutter + 1]
+    right = [ln for ln in text_lines if ln.x0 >= gutter - 1]
+    for side in (left, right):
+        if len(side) < 3 or sum(len(ln.text) for ln in side) < 0.2 * total:
+            return None
+        extent = max(ln.x1 for ln in side) - min(ln.x0 for ln in side)
+        if extent < 0.25 * width:
+            return None
+        if statistics.median(ln.x1 - ln.x0 for ln in side) < 0.5 * extent:
+            return None
+    return gutter
+
+
+def reading_order(lines: Sequence[Line], depth: int = 0) -> list[Line]:
+    """Lines in reading order: full-width runs top to bottom, column runs left column then right."""
+    gutter = find_gutter(lines) if depth < 2 else None
+    if gutter is None:
+        return merge_rows(lines)
+    ordered = sorted(lines, key=lambda item: item.yc)
+    out: list[Line] = []
+    segment: list[Line] = []
+    spanning_run: list[Line] = []
+
+    def crosses(ln: Line) -> bool:
+        return ln.x0 < gutter - 1 and ln.x1 > gutter + 1
+
+    def flush_columns() -> None:
+        if segment:
+            out.extend(reading_order([ln for ln in segment if (ln.x0 + ln.x1) / 2 < gutter], depth + 1))
+            out.extend(reading_order([ln for ln in segment if (ln.x0 + ln.x1) / 2 >= gutter], depth + 1))
+            segment.clear()
+
+    for ln in ordered:
+        if crosses(ln):
+            flush_columns()
+            spanning_run.append(ln)
+        else:
+            if spanning_run:
+                out.extend(merge_rows(spanning_run))
+                spanning_run.clear()
+            segment.append(ln)
+    flush_columns()
+    if spanning_run:
+        out.extend(merge_rows(spanning_run))
+    return out
+
+
+# --- running headers and footers -----------------------------------------------------------------
+
+
+def band_rows(lines: Sequence[Line], page_height: float) -> list[tuple[Line, list[Line]]]:
+    """Candidate running-header rows, with the lines that make them: up to 3 rows in the top and
+    bottom bands of the page, and always the first and last 2 rows (HTML-to-PDF filings print their
+    footer right under the content, far from the page edge)."""
+    text_lines = sorted((ln for ln in lines if ln.table < 0 and ln.text), key=lambda item: item.yc)
+    rows: list[list[Line]] = []
+    for ln in text_lines:
+        if rows and ln.y0 < max(r.y1 for r in rows[-1]) - 0.5 * ln.height:
+            rows[-1].append(ln)
+        else:
+            rows.append([ln])
+    picked: list[int] = []
+    for i, row in enumerate(rows):
+        top = max(r.y1 for r in row) <= page_height * BAND
+        bottom = min(r.y0 for r in row) >= page_height * (1 - BAND)
+        if (top and i < 3) or (bottom and i >= len(rows) - 3):
+            picked.append(i)
+        elif (i < 2 or i >= len(rows) - 2) and sum(len(r.text) for r in row) <= 60:
+            picked.append(i)  # outside the bands only a short line can be a running header
+    return [(_merge_row(list(rows[i])), rows[i]) for i in picked]
+
+
+def header_keys(pages: Iterable[tuple[Sequence[Line], float]]) -> set[str]:
+    """Keys of lines that repeat near the top or bottom of many pages (digits normalised)."""
+    counts: Counter[str] = Counter()
+    n = 0
+    for lines, height in pages:
+        n += 1
+        counts.update({header_key(row.text) for row, _ in band_rows(lines, height)})
+    if n < 3:
+        return set()
+    need = max(2, HEADER_SHARE * n)
+    return {key for key, c in counts.items() if c >= need and key}
+
+
+def split_header(lines: Sequence[Line], page_height: float, keys: set[str]) -> tuple[list[Line], list[str]]:
+    """Remove running headers/footers and lone page numbers; return (body lines, removed texts)."""
+    removed_ids: set[int] = set()
+    removed: list[str] = []
+    for row, parts in band_rows(lines, page_height):
+        if header_key(row.text) in keys or is_page_number(row.text):
+            removed_ids.update(id(p) for p in parts)
+            removed.append(row.text)
+    if not removed_ids:
+        return list(lines), []
+    return [ln for ln in lines if id(ln) not in removed_ids], removed
+
+
+# --- paragraphs and headings ---------------------------------------------------------------------
+
+
+def is_heading_style(line: Line, body_size: float) -> bool:
+    return line.size >= body_size * HEADING_RATIO or (line.bold and line.size >= body_size * 0.9)
+
+
+def typical_leading(rows: Sequence[Line]) -> float:
+    """The usual gap between consecutive lines of a paragraph on this page."""
+    gaps = [
+        b.y0 - a.y1
+        for a, b in zip(rows, rows[1:])
+        if a.table < 0 and b.table < 0 and abs(a.size - b.size) < 0.5 and -2 <= b.y0 - a.y1 <= 1.5 * a.size
+    ]
+    return statistics.median(gaps) if gaps else 0.25 * (rows[0].size if rows else 10.0)
+
+
+_LIST_MARKER_RE = re.compile(r"^(?:[•▪◦●■\-–*]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\([ivx]{1,4}\))\s")
+
+
+def _continues(prev: Line, cur: Line, body_size: float, leading: float, first: Line | None = None) -> bool:
+    if prev.table >= 0 or cur.table >= 0:
+        return False
+    if is_heading_style(prev, body_size) != is_heading_style(cur, body_size) or abs(prev.size - cur.size) > 1.0:
+        return False
+    size = max(prev.size, cur.size)
+    gap = cur.y0 - prev.y1
+    if gap < -0.5 * cur.height or gap > leading + 0.45 * size:
+        return False
+    hanging = first is not None and bool(_LIST_MARKER_RE.match(first.text)) and cur.x0 <= first.x0 + 4 * size
+    if cur.x0 > prev.x0 + 1.2 * size and not hanging:  # the first line of a new, indented paragraph
+        return False
+    if cur.x0 < prev.x0 - 3 * size:  # jumped back left: another region
+        return False
+    if " … " in prev.text:  # a table-of-contents entry
+        return False
+    if prev.text.endswith("-") and cur.text[:1].islower():  # a hyphenated word continues
+        return True
+    return not (prev.x1 < cur.x1 - 3 * size)  # the previous line stopped short: its paragraph ended
+
+
+def build_paragraphs(rows: Sequence[Line], body_size: float) -> list[Paragraph]:
+    """Group ordered rows into paragraphs; lines are joined CJK-aware with de-hyphenation."""
+    leading = typical_leading(rows)
+    out: list[Paragraph] = []
+    current: list[Line] = []
+
+    def flush() -> None:
+        if current:
+            text = ""
+            for ln in current:
+                text = join_lines(text, ln.text)
+            out.append(Paragraph(list(current), text))
+            current.clear()
+
+    for row in rows:
+        if row.table >= 0:
+            flush()
+            out.append(Paragraph([row], "", table=row.table))
+            continue
+        if not row.text:
+            continue
+        if current and not _continues(current[-1], row, body_size, leading, current[0]):
+            flush()
+        current.append(row)
+    flush()
+    return out
+
+
+def heading_candidate(par: Paragraph, body_size: float) -> bool:
+    if par.table >= 0 or len(par.lines) > 3 or len(par.text) > 200 or is_page_number(par.text):
+        return False
+    if not any(ch.isalpha() for ch in par.text):
+        return False
+    return all(is_heading_style(ln, body_size) for ln in par.lines)
+
+
+def heading_level(par: Paragraph, stats: DocStats) -> int:
+    size = round(max(ln.size for ln in par.lines) * 2) / 2
+    for i, s in enumerate(stats.heading_sizes):
+        if size >= s:
+            return min(i + 1, 3)
+    return min(len(stats.heading_sizes) + 1, 3)
+
+
+def heading_sizes(paragraph_sets: Iterable[Sequence[Paragraph]], body_size: float) -> list[float]:
+    """Distinct (rounded) sizes of headings larger than the body, largest first."""
+    sizes: set[float] = set()
+    for paras in paragraph_sets:
+        for par in paras:
+            if heading_candidate(par, body_size):
+                size = round(max(ln.size for ln in par.lines) * 2) / 2
+                if size >= body_size * HEADING_RATIO:
+                    sizes.add(size)
+    return sorted(sizes, reverse=True)
+
+
+def body_size(size_chars: Counter[float]) -> float:
+    """The char-weighted median font size: the size most running text is set in."""
+    total = sum(size_chars.values())
+    if not total:
+        return 10.0
+    seen = 0
+    for size in sorted(size_chars):
+        seen += size_chars[size]
+        if seen * 2 >= total:
+            return size
+    return 10.0
+
+
+def ends_sentence(text: str) -> bool:
+    return text.rstrip().endswith(_SENTENCE_END)

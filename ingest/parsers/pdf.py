@@ -1,0 +1,348 @@
+"""PDF -> ParsedDocument with PyMuPDF: page by page, layout-aware, tables as markdown, OCR fallback.
+
+Per page: extract positioned lines (`extract_page`), judge the text layer (empty / garbled -> OCR),
+find ruled tables where the page's graphics allow one. Per window of up to 200 pages: the body font
+size, the running headers/footers (lines repeated near the top or bottom of >= 40% of pages) and the
+heading sizes. Then each page is laid out (`layout_page`: header removal, columns, paragraphs) and
+assembled (`assemble_page`: text, blocks with offsets, tables). Windows bound memory on huge files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.parsers.files import check_size, read_head, require_pdf, sha256_file
+from ingest.parsers.layout import (
+    DocStats,
+    Line,
+    Paragraph,
+    body_size,
+    build_paragraphs,
+    heading_candidate,
+    heading_level,
+    heading_sizes,
+    header_keys,
+    reading_order,
+    split_header,
+)
+from ingest.parsers.tables import FoundTable, find_tables, rows_to_markdown, table_region
+from ingest.parsers.textclean import clean_line, strip_bad_glyphs, text_quality
+from rag.errors import (
+    CorruptDocument,
+    DocumentTooLarge,
+    EmptyDocument,
+    EncryptedDocument,
+    ModelNotAvailable,
+)
+from rag.records import Block, Page, ParsedDocument, Table
+from rag.settings import IngestSettings
+
+WINDOW = 200  # pages whose statistics (body size, running headers, heading sizes) are pooled
+MAX_SIDE_PT = 200 * 72  # the PDF spec's largest page side (200 inches)
+MAX_LINES_PER_PAGE = 20_000  # bound the work on pathological pages
+_IMAGE_COVER = 0.3  # a near-textless page whose images cover this share of it is a scan
+_BOLD_RE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)
+_PAGE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, IndexError)
+
+
+def _pymupdf() -> Any:
+    import pymupdf
+
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    return pymupdf
+
+
+def _page_errors() -> tuple[type[BaseException], ...]:
+    return (*_PAGE_ERRORS, _pymupdf().mupdf.FzErrorBase)
+
+
+@dataclass(slots=True)
+class RawPage:
+    """What one page yields before document-level statistics are known."""
+
+    number: int
+    width: float
+    height: float
+    lines: list[Line]
+    tables: list[FoundTable] = field(default_factory=list)
+    ocr: bool = False
+    garbled: bool = False
+    failed: str = ""
+    size_chars: Counter[float] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class LaidOutPage:
+    raw: RawPage
+    paragraphs: list[Paragraph]
+    header: list[str]
+
+
+# --- opening --------------------------------------------------------------------------------------
+
+
+def open_pdf(path: Path, settings: IngestSettings, password: str | None = None) -> Any:
+    """Open a PDF after the cheap checks; typed errors for every way it can fail."""
+    check_size(path, settings)
+    require_pdf(path, read_head(path))
+    pymupdf = _pymupdf()
+    try:
+        doc = pymupdf.open(str(path), filetype="pdf")
+    except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+        raise CorruptDocument(str(path), f"damaged or truncated PDF ({_short(exc)})") from exc
+    if doc.needs_pass:
+        if password is None:
+            doc.close()
+            raise EncryptedDocument(str(path), "encrypted PDF; give its password (--password)")
+        if not doc.authenticate(password):
+            doc.close()
+            raise EncryptedDocument(str(path), "encrypted PDF; the password given is wrong")
+    if doc.page_count == 0:
+        doc.close()
+        raise EmptyDocument(str(path), "PDF has no pages")
+    if doc.page_count > settings.max_pages:
+        count = doc.page_count
+        doc.close()
+        raise DocumentTooLarge(str(path), f"{count} pages, over the limit of {settings.max_pages} (ingest.max_pages)")
+    return doc
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+# --- one page ---------------------------------------------------------------------------------------
+
+_FLAGS = 2 | 64  # TEXT_PRESERVE_WHITESPACE | TEXT_MEDIABOX_CLIP; ligatures expanded, no images
+
+
+def lines_from_dict(data: dict[str, Any]) -> tuple[list[Line], str]:
+    """Positioned lines from `page.get_text("dict")`, and the raw text they were made from."""
+    lines: list[Line] = []
+    raw_parts: list[str] = []
+    for block in data.get("blocks", ()):
+        if block.get("type", 0) != 0:
+            continue
+        for ln in block.get("lines", ()):
+            spans = ln.get("spans", ())
+            if not spans:
+                continue
+            raw = "".join(s.get("text", "") for s in spans)
+            raw_parts.append(raw)
+            text = clean_line(raw)
+            if not text:
+                continue
+            main = max(spans, key=lambda s: len(s.get("text", "").strip()))
+            bold = sum(
+                len(s.get("text", ""))
+                for s in spans
+                if s.get("flags", 0) & 16 or _BOLD_RE.search(s.get("font", ""))
+            )
+            x0, y0, x1, y1 = ln["bbox"]
+            lines.append(Line(x0, y0, x1, y1, text, round(float(main.get("size", 10.0)), 1), bold * 2 > len(raw)))
+            if len(lines) >= MAX_LINES_PER_PAGE:
+                return lines, "\n".join(raw_parts)
+    return lines, "\n".join(raw_parts)
+
+
+def _image_cover(page: Any) -> float:
+    area = abs(page.rect) or 1.0
+    covered = 0.0
+    for info in page.get_image_info():
+        x0, y0, x1, y1 = info["bbox"]
+        covered += max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return min(covered / area, 1.0)
+
+
+def _ocr_lines(page: Any) -> list[Line]:
+    from ingest.ocr import ocr_page
+
+    out = []
+    for ol in ocr_page(page):
+        text = clean_line(ol.text)
+        if text:
+            # A recognised box is a little taller than the glyphs; 0.8 of it approximates the font size.
+            out.append(Line(ol.x0, ol.y0, ol.x1, ol.y1, text, round((ol.y1 - ol.y0) * 0.8, 1)))
+    return out
+
+
+def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> RawPage:
+    """Extract one page: lines in page coordinates, OCR when the text layer is missing or garbled, tables."""
+    page = doc.load_page(index)
+    rect = page.rect
+    if rect.width > MAX_SIDE_PT or rect.height > MAX_SIDE_PT:
+        raise DocumentTooLarge(
+            path, f"page {index + 1} is {rect.width / 72:.0f} x {rect.height / 72:.0f} inches, over 200 inches a side"
+        )
+    raw = RawPage(index + 1, rect.width, rect.height, [])
+    lines, raw_text = lines_from_dict(page.get_text("dict", flags=_FLAGS))
+    quality = text_quality(raw_text)
+    needs_ocr = quality.garbled or (quality.chars < 50 and _image_cover(page) >= _IMAGE_COVER)
+    if needs_ocr and settings.ocr:
+        try:
+            ocr_lines = _ocr_lines(page)
+        except ModelNotAvailable as exc:
+            raw.failed = f"OCR unavailable: {exc}"
+            ocr_lines = []
+        if ocr_lines:
+            raw.lines, raw.ocr = ocr_lines, True
+    if not raw.ocr:
+        if quality.garbled:
+            raw.garbled = True
+            for ln in lines:
+                ln.text = clean_line(strip_bad_glyphs(ln.text))
+            lines = [ln for ln in lines if ln.text]
+        raw.lines = lines
+        region = table_region(page.get_cdrawings()) if settings.tables and raw.lines else None
+        if region is not None:
+            try:
+                raw.tables = find_tables(page, region)
+            except _page_errors():
+                raw.tables = []  # the finder failed on odd graphics: keep the words as text
+            if raw.tables:
+                raw.lines = _place_tables(raw.lines, raw.tables)
+    for ln in raw.lines:
+        if ln.table < 0:
+            raw.size_chars[ln.size] += len(ln.text)
+    return raw
+
+
+def _place_tables(lines: list[Line], tables: list[FoundTable]) -> list[Line]:
+    """Replace the lines inside each table by one placeholder line carrying the table's index."""
+    kept = []
+    for ln in lines:
+        xc, yc = (ln.x0 + ln.x1) / 2, (ln.y0 + ln.y1) / 2
+        if not any(t.bbox[0] - 1 <= xc <= t.bbox[2] + 1 and t.bbox[1] - 1 <= yc <= t.bbox[3] + 1 for t in tables):
+            kept.append(ln)
+    for i, t in enumerate(tables):
+        kept.append(Line(t.bbox[0], t.bbox[1], t.bbox[2], t.bbox[3], "", 0.0, table=i))
+    return kept
+
+
+# --- window statistics, layout, assembly -------------------------------------------------------------
+
+
+def layout_page(raw: RawPage, stats: DocStats) -> LaidOutPage:
+    """Remove running headers, order lines (columns), group them into paragraphs."""
+    lines, header = split_header(raw.lines, raw.height, stats.header_keys)
+    return LaidOutPage(raw, build_paragraphs(reading_order(lines), stats.body_size), header)
+
+
+def assemble_page(laid: LaidOutPage, stats: DocStats) -> Page:
+    """Page.text from paragraphs ("\\n\\n" between them), Blocks with offsets into it, tables as markdown."""
+    parts: list[str] = []
+    blocks: list[Block] = []
+    tables: list[Table] = []
+    pos = 0
+    for par in laid.paragraphs:
+        if par.table >= 0:
+            found = laid.raw.tables[par.table]
+            text, header = rows_to_markdown(found.rows)
+            tables.append(Table(text, header, found.bbox))
+            kind, level = "table", 0
+        else:
+            text = par.text
+            kind = "text"
+            level = heading_level(par, stats) if heading_candidate(par, stats.body_size) else 0
+        if parts:
+            pos += 2
+        blocks.append(Block(text, pos, pos + len(text), level, kind, par.bbox))
+        parts.append(text)
+        pos += len(text)
+    return Page(
+        number=laid.raw.number,
+        text="\n\n".join(parts),
+        blocks=blocks,
+        tables=tables,
+        ocr=laid.raw.ocr,
+        header="\n".join(laid.header),
+    )
+
+
+def _windows(n: int) -> list[range]:
+    count = max(1, math.ceil(n / WINDOW))
+    size = math.ceil(n / count)
+    return [range(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+_JUNK_TITLE = re.compile(
+    r"^(microsoft (word|powerpoint|excel) - .*|untitled.*|.*\.(docx?|pdf|indd|rtf|xlsx?)|[\d\W_]+)$", re.IGNORECASE
+)
+
+
+def _metadata_title(meta: dict[str, Any] | None) -> str:
+    title = " ".join(str((meta or {}).get("title") or "").split())
+    if len(title) < 4 or _JUNK_TITLE.match(title) or sum(ch.isalpha() for ch in title) < 3:
+        return ""
+    return title
+
+
+def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None) -> ParsedDocument:
+    """Parse a PDF into pages of cleaned text with blocks, tables and OCR where needed."""
+    doc = open_pdf(path, settings, password)
+    name = str(path)
+    try:
+        n = doc.page_count
+        meta = doc.metadata
+        repaired = bool(doc.is_repaired)
+        sizes: Counter[float] = Counter()
+        pages: list[Page] = []
+        failed: list[int] = []
+        garbled: list[int] = []
+        first_error = ""
+        for window in _windows(n):
+            raws = []
+            for i in window:
+                try:
+                    raws.append(extract_page(doc, i, settings, name))
+                except _page_errors() as exc:
+                    failed.append(i + 1)
+                    first_error = first_error or f"page {i + 1}: {_short(exc)}"
+                    raws.append(RawPage(i + 1, 0.0, 0.0, []))
+            for raw in raws:
+                sizes.update(raw.size_chars)
+                if raw.garbled:
+                    garbled.append(raw.number)
+            stats = DocStats(body_size=body_size(sizes))
+            stats.header_keys = header_keys((r.lines, r.height) for r in raws if r.lines and not r.ocr)
+            laid = [layout_page(raw, stats) for raw in raws]
+            stats.heading_sizes = heading_sizes((lp.paragraphs for lp in laid), stats.body_size)
+            pages.extend(assemble_page(lp, stats) for lp in laid)
+    finally:
+        doc.close()
+    if len(failed) == n:
+        raise CorruptDocument(name, f"no page could be read ({first_error})")
+    if not any(p.text.strip() for p in pages) and repaired:
+        raise CorruptDocument(name, "damaged or truncated PDF: repaired, but no text could be read from it")
+    if not any(p.text.strip() for p in pages):
+        hint = "" if settings.ocr else " (OCR is off: ingest.ocr = false)"
+        raise EmptyDocument(name, f"no extractable text on its {n} page(s){hint}")
+    title = _metadata_title(meta) or _first_heading(pages) or path.stem
+    return ParsedDocument(
+        source=name,
+        sha256=sha256_file(path),
+        title=title,
+        pages=pages,
+        metadata={
+            "format": "pdf",
+            "page_unit": "page",
+            "ocr_pages": [p.number for p in pages if p.ocr],
+            "garbled_pages": garbled,  # text layer garbled and not OCR'd (OCR off or found nothing)
+            "failed_pages": failed,
+            "repaired": repaired,  # MuPDF rebuilt a broken cross-reference table
+        },
+    )
+
+
+def _first_heading(pages: list[Page]) -> str:
+    for page in pages[:3]:
+        for block in page.blocks:
+            if block.heading_level == 1 and block.kind == "text":
+                return " ".join(block.text.split())[:200]
+    return ""

@@ -1,0 +1,467 @@
+"""Citation verification: every citation a user sees is checked against the page it names.
+
+For each sentence of the model's answer and each `[n]` marker in it, the claim (the sentence, or the
+part of it before the marker) is matched against the cited chunk with language-aware overlap:
+character bigrams for Chinese, words for English, and every number in the claim must appear in the
+source. A marker to the wrong source is re-pointed to a source that supports the claim; a claim no
+source supports is listed as unsupported and loses its marker; a marker to a source that was never
+given is removed. Each surviving citation quotes the best-matching sentence of the chunk exactly as
+it stands in the page text (`page_text[char_start:char_end] == quote`). Citations are renumbered
+1..m in order of first use and the markers in the answer are rewritten to match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rag.errors import CiteqaError
+from rag.records import Citation, Hit
+
+PageText = Callable[[str, int], str]  # (doc_id, 1-based page) -> page text
+
+SUPPORT_THRESHOLD = 0.5  # share of the claim's content grams found in the source
+AUTO_CITE_THRESHOLD = 0.7  # an uncited sentence gets a citation only when clearly supported
+MIN_CLAIM_GRAMS = 3  # shorter uncited sentences ("Sure.", "Yes.") are neither cited nor flagged
+MAX_QUOTE_CHARS = 320
+
+_DIGITS = r"\d+(?:\s*[-–]\s*\d+)?"
+_LIST = rf"{_DIGITS}(?:\s*[,，、;；]\s*{_DIGITS})*"
+MARKER_RE = re.compile(
+    rf"\[\s*(?:source|sources|来源|资料|文档)?\s*({_LIST})\s*\]|【\s*(?:来源|资料|文档)?\s*({_LIST})\s*】",
+    re.IGNORECASE,
+)
+_SPACED_MARKER_RE = re.compile(r"[ \t]*(?:" + MARKER_RE.pattern + ")", re.IGNORECASE)
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_RUN = re.compile(f"[{_CJK}]+")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_LIST_PREFIX = re.compile(r"^\s*(?:\d{1,2}[.)、]\s+|[-*•]\s+|#+\s+)")
+_SENTENCE_END = "。！？!?；;"
+_ABBREV = frozenset(
+    "inc corp co ltd llc plc mr mrs ms dr st no vs etc e.g i.e u.s u.k jan feb mar apr jun jul aug sep sept oct nov dec "
+    "fig approx dept est".split()
+)
+_CLOSERS = "”’\"'）)」』》】]"
+
+EN_STOP = frozenset(
+    "a an the of and or to in on at for by with from as is are was were be been being it its this that these "
+    "those what which who whom whose when where why how do does did has have had not no than then there their "
+    "they them we our you your he she his her i me my into about over under per also according source sources "
+    "document documents based stated states say says said mentioned mention provided text information answer "
+    "following shown show shows given".split()
+)
+ZH_STOP_GRAMS = frozenset(
+    "根据 据资 资料 料中 料显 显示 文档 档中 档显 提到 中提 所述 来源 可知 我们 以上 上资 如下 ".split()
+)
+
+REFUSAL_PATTERNS = re.compile(
+    r"(documents?|sources?|context|text|passages?)\s+(do|does|did)\s+not\s+(say|mention|contain|provide|specify|state|include)"
+    r"|(don't|doesn't|do not|does not|cannot|can't|could not|couldn't|unable to)\s+(find|determine|answer|locate|know)"
+    r"|no (relevant |such |specific )?(information|mention|data|answer)"
+    r"|not (mentioned|provided|specified|stated|available|found) in"
+    r"|没有(相关|提到|提及|提供|找到|涉及|说明|明确)|未(提及|提到|提供|找到|说明|涉及|披露)|无(法回答|法确定|相关信息)|不包含|并未(提及|说明|提到)",
+    re.IGNORECASE,
+)
+
+
+# --- features ---------------------------------------------------------------------------------
+
+
+def _norm_number(raw: str) -> str:
+    value = raw.replace(",", "")
+    if "." in value:
+        value = value.rstrip("0").rstrip(".") or "0"
+    return value.lstrip("0") or "0"
+
+
+def _stem(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed"):
+        return word[:-2]
+    return word
+
+
+@dataclass(slots=True)
+class Features:
+    grams: set[str]
+    numbers: set[str]
+
+
+def features(text: str) -> Features:
+    """Content grams (Chinese character bigrams, stemmed English words, numbers) and the numbers alone."""
+    text = MARKER_RE.sub(" ", text)
+    grams: set[str] = set()
+    for run in _CJK_RUN.findall(text):
+        if len(run) == 1:
+            grams.add(run)
+        grams.update(run[i : i + 2] for i in range(len(run) - 1))
+    grams -= ZH_STOP_GRAMS
+    for word in _WORD.findall(text):
+        w = word.lower().replace("’", "'").removesuffix("'s")
+        if w not in EN_STOP and len(w) > 1:
+            grams.add(_stem(w))
+    numbers = {_norm_number(m) for m in _NUMBER.findall(text.replace("，", ","))}
+    grams |= numbers
+    return Features(grams, numbers)
+
+
+@dataclass(slots=True)
+class Support:
+    score: float  # share of the claim's grams present in the source
+    numbers_ok: bool
+    missing_numbers: set[str] = field(default_factory=set)
+
+    def passes(self, threshold: float = SUPPORT_THRESHOLD) -> bool:
+        return self.numbers_ok and self.score >= threshold
+
+
+def support(claim: Features, source: Features, allowed_numbers: set[str] | frozenset[str] = frozenset()) -> Support:
+    """How well `source` backs `claim`; numbers from the question (`allowed_numbers`) need not be in the source."""
+    if not claim.grams:
+        return Support(0.0, False)
+    hit = len(claim.grams & source.grams)
+    missing = claim.numbers - source.numbers - set(allowed_numbers)
+    return Support(hit / len(claim.grams), not missing, missing)
+
+
+def is_refusal(text: str) -> bool:
+    """True when the text says the documents do not contain the answer."""
+    return bool(REFUSAL_PATTERNS.search(text))
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of `text` (Chinese and English terminators, newlines).
+
+    Closing quotes and citation markers right after a terminator stay with the sentence before
+    them, so "营收为5亿元。[1]" is one sentence that carries its marker.
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        end: int | None = None
+        if ch == "\n":
+            end = i
+        elif ch in _SENTENCE_END or (
+            ch == "."
+            and (i + 1 >= n or text[i + 1].isspace() or text[i + 1] in "[【")
+            and not (i > 0 and text[i - 1].isdigit() and i + 1 < n and text[i + 1].isdigit())
+            and not _is_abbreviation(text, i)
+        ):
+            j = i + 1
+            while True:  # absorb closers and markers: 。[1] / ." [2][3]
+                while j < n and text[j] in _CLOSERS:
+                    j += 1
+                k = j
+                while k < n and text[k] == " ":
+                    k += 1
+                m = MARKER_RE.match(text, k)
+                if m is None:
+                    break
+                j = m.end()
+            end = j
+        if end is not None:
+            if text[start:end].strip():
+                spans.append((start, end))
+            start = end if ch != "\n" else end + 1
+            i = max(i + 1, start)
+            continue
+        i += 1
+    if text[start:].strip():
+        spans.append((start, n))
+    return [_strip_span(text, s, e) for s, e in spans]
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """'Inc.', 'U.S.', 'e.g.' or a single initial ('J. Smith') before the dot at `dot`."""
+    j = dot
+    while j > 0 and (text[j - 1].isalpha() or text[j - 1] == "."):
+        j -= 1
+    word = text[j:dot].lower()
+    return word in _ABBREV or (len(word) == 1 and word.isalpha() and text[dot - 1].isupper())
+
+
+def _strip_span(text: str, s: int, e: int) -> tuple[int, int]:
+    while s < e and text[s].isspace():
+        s += 1
+    while e > s and text[e - 1].isspace():
+        e -= 1
+    return s, e
+
+
+def _marker_numbers(m: re.Match[str]) -> list[int]:
+    body = m.group(1) or m.group(2) or ""
+    out: list[int] = []
+    for part in re.split(r"[,，、;；]", body):
+        part = part.strip()
+        if not part:
+            continue
+        if re.search(r"[-–]", part):
+            lo, hi = (int(x) for x in re.split(r"\s*[-–]\s*", part))
+            out.extend(range(lo, min(hi, lo + 20) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def parse_markers(text: str) -> list[tuple[int, int, list[int]]]:
+    """Every citation marker in `text` as (start, end, [numbers]); `[1, 3]`, `[2-4]` and `【1】` included."""
+    return [(m.start(), m.end(), _marker_numbers(m)) for m in MARKER_RE.finditer(text)]
+
+
+# --- quotes -----------------------------------------------------------------------------------
+
+
+def _source_sentences(text: str) -> list[str]:
+    """Candidate quotes from a chunk: its sentences, long ones cut into clause windows."""
+    out: list[str] = []
+    for s, e in split_sentences(text):
+        sentence = text[s:e]
+        if len(sentence) < 2:
+            continue
+        if len(sentence) <= MAX_QUOTE_CHARS:
+            out.append(sentence)
+            continue
+        clauses = [c for c in re.split(r"(?<=[，,：:；;])", sentence) if c]
+        window = ""
+        for clause in clauses:
+            if len(window) + len(clause) > MAX_QUOTE_CHARS and window:
+                out.append(window.strip())
+                window = ""
+            window += clause
+            if len(window) > MAX_QUOTE_CHARS:
+                out.append(window[:MAX_QUOTE_CHARS].strip())
+                window = ""
+        if window.strip():
+            out.append(window.strip())
+    return out
+
+
+class QuoteLocator:
+    """Finds the exact quote for a claim on the page(s) a chunk comes from."""
+
+    def __init__(self, page_text: PageText | None) -> None:
+        self._page_text = page_text
+        self._pages: dict[tuple[str, int], str | None] = {}
+
+    def page(self, doc_id: str, number: int) -> str | None:
+        key = (doc_id, number)
+        if key not in self._pages:
+            text: str | None = None
+            if self._page_text is not None:
+                try:
+                    text = self._page_text(doc_id, number)
+                except (CiteqaError, LookupError):  # document removed meanwhile / no such page: not quotable
+                    text = None
+            self._pages[key] = text
+        return self._pages[key]
+
+    def locate(self, claim: Features, hit: Hit) -> Citation | None:
+        """The best-matching sentence of the chunk, found verbatim on its page; None when none is."""
+        chunk = hit.chunk
+        scored: list[tuple[float, int, str]] = []
+        for sentence in _source_sentences(chunk.text):
+            f = features(sentence)
+            overlap = len(claim.grams & f.grams) + len(claim.numbers & f.numbers)
+            if overlap:
+                scored.append((overlap, -len(sentence), sentence))
+        scored.sort(reverse=True)
+        for _, _, sentence in scored[:8]:
+            found = self._find(sentence, hit)
+            if found is not None:
+                page, start = found
+                return Citation(
+                    n=0,
+                    doc=chunk.doc or chunk.doc_id,
+                    page=page,
+                    quote=sentence,
+                    char_start=start,
+                    char_end=start + len(sentence),
+                    verified=True,
+                    chunk_id=chunk.id,
+                    doc_id=chunk.doc_id,
+                )
+        return None
+
+    def _find(self, sentence: str, hit: Hit) -> tuple[int, int] | None:
+        chunk = hit.chunk
+        for number in range(chunk.page_start, max(chunk.page_start, chunk.page_end) + 1):
+            text = self.page(chunk.doc_id, number)
+            if not text:
+                continue
+            hint = max(0, chunk.char_start - 8) if number == chunk.page_start else 0
+            pos = text.find(sentence, hint)
+            if pos < 0:
+                pos = text.find(sentence)
+            if pos >= 0:
+                return number, pos
+        return None
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Verification:
+    """The verified answer text, its citations (renumbered 1..m), and what could not be verified."""
+
+    text: str
+    citations: list[Citation]
+    unsupported: list[str]
+    refusal: bool  # the model said the documents do not answer
+    removed_markers: int = 0  # markers to sources never given, or to claims nothing supports
+    repointed: int = 0
+    content_sentences: int = 0
+
+
+@dataclass(slots=True)
+class _Edit:
+    start: int
+    end: int
+    replacement: str
+
+
+def _claim_text(sentence: str, rel_start: int, prev_end: int) -> str:
+    return MARKER_RE.sub("", sentence[prev_end:rel_start])
+
+
+def _marker_insert_point(answer: str, s: int, e: int) -> int:
+    """Where an added marker goes in sentence answer[s:e]: before its final punctuation."""
+    j = e
+    while j > s and (answer[j - 1] in _CLOSERS or answer[j - 1] in _SENTENCE_END or answer[j - 1] in ".:："):
+        j -= 1
+    return j
+
+
+def verify_answer(
+    answer: str,
+    sources: Sequence[Hit],
+    page_text: PageText | None,
+    *,
+    question: str = "",
+    threshold: float = SUPPORT_THRESHOLD,
+) -> Verification:
+    """Check every cited claim of `answer` against `sources` ([1] = sources[0]) and rewrite its markers."""
+    source_feats = [features(hit.chunk.text) for hit in sources]
+    allowed = features(question).numbers if question else set()
+    locator = QuoteLocator(page_text)
+    numbering: dict[tuple[str, int, int, int], int] = {}
+    citations: list[Citation] = []
+    unsupported: list[str] = []
+    edits: list[_Edit] = []
+    removed = repointed = content = 0
+    refusal = False
+
+    def cite(claim: Features, index: int) -> int | None:
+        found = locator.locate(claim, sources[index])
+        if found is None:
+            return None
+        key = (found.doc_id, found.page, found.char_start, found.char_end)
+        if key not in numbering:
+            numbering[key] = len(citations) + 1
+            found.n = numbering[key]
+            citations.append(found)
+        return numbering[key]
+
+    def cite_best(claim: Features, preferred: list[int], bar: float) -> tuple[list[int], bool]:
+        """Numbers of citations backing `claim`: every cited source that supports it and can be
+        quoted; failing that, the best other source (re-pointed). Returns (numbers, repointed)."""
+        numbers: list[int] = []
+        for i in preferred:
+            if support(claim, source_feats[i], allowed).passes(bar) and (n := cite(claim, i)) is not None:
+                if n not in numbers:
+                    numbers.append(n)
+        if numbers:
+            return numbers, False
+        ranked = sorted(
+            ((sup.score, -i, i) for i, f in enumerate(source_feats) if (sup := support(claim, f, allowed)).passes(bar)),
+            reverse=True,
+        )
+        for _, _, i in ranked:
+            if i not in preferred and (n := cite(claim, i)) is not None:
+                return [n], bool(preferred)
+        return [], False
+
+    for s, e in split_sentences(answer):
+        sentence = answer[s:e]
+        bare = _LIST_PREFIX.sub("", _SPACED_MARKER_RE.sub("", sentence)).strip()
+        if is_refusal(bare):
+            refusal = True
+            edits.extend(_Edit(s + a, s + b, "") for a, b, _ in parse_markers(sentence))
+            continue
+        markers = parse_markers(sentence)
+        if bare.endswith(("?", "？")):  # a question (often the model echoing ours) claims nothing
+            edits.extend(_Edit(s + a, s + b, "") for a, b, _ in markers)
+            continue
+        sentence_feats = features(bare)
+        if not markers:
+            if len(sentence_feats.grams) < MIN_CLAIM_GRAMS and not sentence_feats.numbers:
+                continue  # filler ("Sure.", "是的。")
+            content += 1
+            numbers, _ = cite_best(sentence_feats, [], AUTO_CITE_THRESHOLD)
+            if numbers:
+                at = _marker_insert_point(answer, s, e)
+                spacer = " " if at > 0 and answer[at - 1].isascii() and answer[at - 1].isalnum() else ""
+                edits.append(_Edit(at, at, spacer + "".join(f"[{n}]" for n in numbers)))
+            else:
+                unsupported.append(bare)
+            continue
+        content += 1
+        prev_end = 0
+        sentence_ok = True
+        for a, b, cited in markers:
+            claim_text = _LIST_PREFIX.sub("", _claim_text(sentence, a, prev_end))
+            prev_end = b
+            claim = features(claim_text)
+            if len(claim.grams) < 2:  # "According to [1], ..." — the marker stands for the whole sentence
+                claim = sentence_feats
+            given = [n - 1 for n in cited if 1 <= n <= len(sources)]
+            removed += len(cited) - len(given)
+            numbers, moved = cite_best(claim, given, threshold) if claim.grams else ([], False)
+            repointed += moved
+            if not numbers:
+                sentence_ok = False
+                removed += len(given)
+            # drop the space before a removed marker: "revenue [9]." -> "revenue."
+            start = s + a
+            if not numbers:
+                while start > s and answer[start - 1] == " ":
+                    start -= 1
+            edits.append(_Edit(start, s + b, "".join(f"[{n}]" for n in numbers)))
+        if not sentence_ok:
+            unsupported.append(bare)
+
+    text = answer
+    for edit in sorted(edits, key=lambda ed: (ed.start, ed.end), reverse=True):
+        text = text[: edit.start] + edit.replacement + text[edit.end :]
+    text = _renumber_in_order(text, citations)
+    unsupported = list(dict.fromkeys(unsupported))  # a model stuck in a loop repeats itself
+    return Verification(text.strip(), citations, unsupported, refusal, removed, repointed, content)
+
+
+def _renumber_in_order(text: str, citations: list[Citation]) -> str:
+    """Make citation numbers follow first appearance in `text` (auto-added markers can come earlier)."""
+    order: list[int] = []
+    for _, _, numbers in parse_markers(text):
+        for n in numbers:
+            if n not in order:
+                order.append(n)
+    mapping = {old: new for new, old in enumerate(order, start=1)}
+    if all(old == new for old, new in mapping.items()):
+        return text
+    for c in citations:
+        c.n = mapping.get(c.n, c.n)
+    citations.sort(key=lambda c: c.n)
+    return MARKER_RE.sub(lambda m: "".join(f"[{mapping.get(n, n)}]" for n in _marker_numbers(m)), text)

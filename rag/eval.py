@@ -1,0 +1,280 @@
+"""Retrieval (and optionally answer) evaluation over a questions file in the bench format.
+
+One JSON object per line (../shared/bench/questions.jsonl): `question` (required), `doc` (file name
+of the evidence document), `evidence_pages` (1-based, may be null), `language`, `source_dataset`,
+`answerable` (default true), `answer` (reference), `id`.
+
+Metrics (unanswerable questions are left out of the hit metrics and scored on refusal instead):
+- doc-hit@k: a top-k hit comes from the question's document;
+- page-hit@k: a top-k hit from that document spans an evidence page (questions with evidence pages);
+- MRR@10: mean reciprocal rank of the first page hit within 10 (0 when none);
+- latency p50/p95 of `retrieve` (embedding the query included), split by language and by source;
+- with answers=True: the QA pipeline's citation validity (share of citations verified on their page;
+  share pointing at an evidence page), refusal rate on unanswerable and answerable questions, and
+  token-F1 overlap (rag.store.analyzer tokens) between the answer and the reference answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.errors import InvalidRequest
+from rag.settings import Settings
+
+DocPage = tuple[str, int, int]  # (document file name, page_start, page_end)
+
+
+def load_questions(path: str | Path) -> list[dict[str, Any]]:
+    """Read a questions .jsonl file; InvalidRequest names the line of a malformed entry."""
+    path = Path(path)
+    out: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidRequest(f"{path}: cannot read questions file ({exc})") from exc
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"{path}:{n}: not JSON ({exc.msg})") from exc
+        if not isinstance(q, dict) or not str(q.get("question", "")).strip():
+            raise InvalidRequest(f"{path}:{n}: each line needs a non-empty \"question\"")
+        q.setdefault("id", f"q{n}")
+        q["doc"] = Path(str(q["doc"])).name if q.get("doc") else ""
+        q["evidence_pages"] = [int(p) for p in (q.get("evidence_pages") or [])]
+        q["answerable"] = bool(q.get("answerable", True))
+        q.setdefault("language", "")
+        q.setdefault("source_dataset", "")
+        out.append(q)
+    return out
+
+
+def _first_hit(q: dict[str, Any], ranked: Sequence[Sequence[Any]], *, page: bool) -> int:
+    """1-based rank of the first hit on the question's doc (and evidence page when page=True); 0 if none."""
+    pages = set(q["evidence_pages"])
+    for rank, item in enumerate(ranked, start=1):
+        doc, start = item[0], item[1]
+        end = item[2] if len(item) > 2 else start
+        if Path(doc).name != q["doc"]:
+            continue
+        if not page or any(p in pages for p in range(start, end + 1)):
+            return rank
+    return 0
+
+
+def _aggregate(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
+    scored = [r for r in rows if r["answerable"] and r["doc"]]
+    paged = [r for r in scored if r["has_pages"]]
+    out: dict[str, Any] = {"n": len(scored), "n_pages": len(paged)}
+    for k in ks:
+        out[f"doc_hit@{k}"] = sum(0 < r["doc_rank"] <= k for r in scored) / len(scored) if scored else 0.0
+        out[f"page_hit@{k}"] = sum(0 < r["page_rank"] <= k for r in paged) / len(paged) if paged else 0.0
+    out["mrr@10"] = sum(1.0 / r["page_rank"] for r in paged if 0 < r["page_rank"] <= 10) / len(paged) if paged else 0.0
+    out["doc_mrr@10"] = sum(1.0 / r["doc_rank"] for r in scored if 0 < r["doc_rank"] <= 10) / len(scored) if scored else 0.0
+    lat = sorted(r["latency_ms"] for r in rows if r.get("latency_ms") is not None)
+    if lat:
+        out["latency_ms_p50"] = _pct(lat, 50)
+        out["latency_ms_p95"] = _pct(lat, 95)
+    return out
+
+
+def _pct(sorted_values: Sequence[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    idx = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return float(sorted_values[idx])
+
+
+def score_rankings(
+    questions: Sequence[dict[str, Any]],
+    ranked: Sequence[Sequence[Sequence[Any]]],
+    ks: Sequence[int] = (1, 3, 5, 10),
+    latencies_ms: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Hit metrics for ranked (doc, page[, page_end]) lists, overall / by language / by source."""
+    rows: list[dict[str, Any]] = []
+    for i, (q, hits) in enumerate(zip(questions, ranked)):
+        rows.append(
+            {
+                "id": q["id"],
+                "language": q.get("language", ""),
+                "source": q.get("source_dataset", ""),
+                "answerable": q["answerable"],
+                "doc": q["doc"],
+                "has_pages": bool(q["evidence_pages"]),
+                "doc_rank": _first_hit(q, hits, page=False),
+                "page_rank": _first_hit(q, hits, page=True) if q["evidence_pages"] else 0,
+                "latency_ms": latencies_ms[i] if latencies_ms is not None else None,
+            }
+        )
+    groups = lambda key: {v: _aggregate([r for r in rows if r[key] == v], ks) for v in sorted({r[key] for r in rows}) if v}  # noqa: E731
+    return {"overall": _aggregate(rows, ks), "by_language": groups("language"), "by_source": groups("source"), "rows": rows}
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """Token-overlap F1 with the keyword analyzer's tokens (jieba words for Chinese)."""
+    from collections import Counter
+
+    from rag.store.analyzer import tokenize
+
+    a, b = Counter(tokenize(answer)), Counter(tokenize(reference))
+    common = sum((a & b).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(a.values()), common / sum(b.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def run_eval(
+    settings: Settings,
+    kb_name: str,
+    questions_path: str | Path,
+    *,
+    ks: Sequence[int] = (1, 3, 5, 10),
+    answers: bool = False,
+) -> dict[str, Any]:
+    """Evaluate retrieval on knowledge base `kb_name` (and the full QA pipeline with answers=True)."""
+    from rag.embedders import make_embedder
+    from rag.kb import open_kb
+    from rag.retrieval import make_retriever
+
+    ks = sorted({int(k) for k in ks if int(k) > 0}) or [1, 3, 5, 10]
+    questions = load_questions(questions_path)
+    embedder = make_embedder(settings.embedder)
+    store = open_kb(settings, kb_name, embedder)
+    try:
+        retriever = make_retriever(store, embedder, settings.retrieval)
+        depth = max(max(ks), 10)
+        ranked: list[list[DocPage]] = []
+        latencies: list[float] = []
+        no_evidence: list[bool] = []
+        best: list[float] = []
+        for q in questions:
+            t = time.perf_counter()
+            result = retriever.retrieve(q["question"], depth)
+            latencies.append((time.perf_counter() - t) * 1000)
+            ranked.append([(h.chunk.doc, h.chunk.page_start, h.chunk.page_end) for h in result.hits])
+            no_evidence.append(result.no_evidence)
+            best.append(result.best_score)
+        scored = score_rankings(questions, ranked, ks, latencies)
+        rows = scored.pop("rows")
+        for row, ne, b in zip(rows, no_evidence, best):
+            row["no_evidence"] = ne
+            row["best_score"] = round(b, 4)
+        lat = sorted(latencies)
+        unanswerable = [r for r in rows if not r["answerable"]]
+        answerable = [r for r in rows if r["answerable"]]
+        report: dict[str, Any] = {
+            "kb": kb_name,
+            "questions": len(questions),
+            "ks": ks,
+            "mode": settings.retrieval.mode,
+            "embedder": embedder.id,
+            **scored,
+            "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "mean": sum(lat) / len(lat) if lat else 0.0},
+            "no_evidence": {
+                "min_score": settings.retrieval.min_score,
+                "answerable_rate": sum(r["no_evidence"] for r in answerable) / len(answerable) if answerable else 0.0,
+                "unanswerable_rate": sum(r["no_evidence"] for r in unanswerable) / len(unanswerable) if unanswerable else 0.0,
+            },
+            "per_question": rows,
+        }
+        if answers:
+            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows)
+        return report
+    finally:
+        store.close()
+
+
+def _eval_answers(settings: Settings, store: Any, embedder: Any, retriever: Any, questions: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from rag.llm import make_generator
+    from rag.pipeline import QAPipeline, answer_to_dict  # the answering stage (imported lazily)
+
+    pipeline = QAPipeline(store, embedder, make_generator(settings), settings, retriever=retriever)
+    cites = verified = on_evidence = 0
+    refused_unanswerable = refused_answerable = n_unanswerable = n_answerable = 0
+    f1s: list[float] = []
+    seconds: list[float] = []
+    for q, row in zip(questions, rows):
+        t = time.perf_counter()
+        out = answer_to_dict(pipeline.ask(q["question"]))
+        seconds.append(time.perf_counter() - t)
+        pages = set(q["evidence_pages"])
+        for c in out.get("citations", []):
+            cites += 1
+            verified += bool(c.get("verified"))
+            on_evidence += Path(str(c.get("doc", ""))).name == q["doc"] and (not pages or c.get("page") in pages)
+        if q["answerable"]:
+            n_answerable += 1
+            refused_answerable += bool(out.get("refused"))
+            if q.get("answer") and not out.get("refused"):
+                f1s.append(token_f1(str(out.get("answer", "")), str(q["answer"])))
+        else:
+            n_unanswerable += 1
+            refused_unanswerable += bool(out.get("refused"))
+        row["answer"] = out.get("answer", "")
+        row["refused"] = bool(out.get("refused"))
+        row["citations"] = len(out.get("citations", []))
+    secs = sorted(seconds)
+    return {
+        "citations": cites,
+        "citation_valid_rate": verified / cites if cites else 0.0,
+        "citation_on_evidence_rate": on_evidence / cites if cites else 0.0,
+        "refusal_rate_unanswerable": refused_unanswerable / n_unanswerable if n_unanswerable else 0.0,
+        "refusal_rate_answerable": refused_answerable / n_answerable if n_answerable else 0.0,
+        "unanswerable": n_unanswerable,
+        "token_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+        "seconds_p50": _pct(secs, 50),
+        "seconds_p95": _pct(secs, 95),
+    }
+
+
+def eval_markdown(result: dict[str, Any]) -> str:
+    """A markdown report of a run_eval result."""
+    ks = result.get("ks", [1, 3, 5, 10])
+    head = ["group", "n"] + [f"doc@{k}" for k in ks] + [f"page@{k}" for k in ks] + ["MRR@10", "p50 ms", "p95 ms"]
+    lines = [
+        f"# Retrieval evaluation — knowledge base `{result.get('kb')}`",
+        "",
+        f"{result.get('questions')} questions, mode `{result.get('mode')}`, embedder `{result.get('embedder')}`; "
+        f"latency p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        cells = [name, str(m["n"])] + [f"{m[f'doc_hit@{k}']:.3f}" for k in ks] + [f"{m[f'page_hit@{k}']:.3f}" for k in ks]
+        cells += [f"{m['mrr@10']:.3f}", f"{m.get('latency_ms_p50', 0.0):.1f}", f"{m.get('latency_ms_p95', 0.0):.1f}"]
+        return "| " + " | ".join(cells) + " |"
+
+    lines.append(row("**all**", result["overall"]))
+    for lang, m in result.get("by_language", {}).items():
+        lines.append(row(f"lang: {lang}", m))
+    for src, m in result.get("by_source", {}).items():
+        lines.append(row(f"source: {src}", m))
+    ne = result.get("no_evidence", {})
+    lines += [
+        "",
+        f"No-evidence (floor {ne.get('min_score')}): {ne.get('answerable_rate', 0):.1%} of answerable questions, "
+        f"{ne.get('unanswerable_rate', 0):.1%} of unanswerable ones.",
+    ]
+    ans = result.get("answers")
+    if ans:
+        lines += [
+            "",
+            "## Answers",
+            "",
+            "| citations | valid | on evidence page | refused (unanswerable) | refused (answerable) | token F1 | p50 s |",
+            "|---|---|---|---|---|---|---|",
+            f"| {ans['citations']} | {ans['citation_valid_rate']:.1%} | {ans['citation_on_evidence_rate']:.1%} | "
+            f"{ans['refusal_rate_unanswerable']:.1%} | {ans['refusal_rate_answerable']:.1%} | {ans['token_f1']:.3f} | "
+            f"{ans['seconds_p50']:.1f} |",
+        ]
+    return "\n".join(lines) + "\n"

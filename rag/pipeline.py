@@ -1,0 +1,209 @@
+"""The question-answering pipeline: (rewrite follow-up) -> retrieve -> refuse or prompt -> generate -> verify.
+
+`ask_stream` yields the model's text pieces as they are generated and then the final `Answer`, whose
+citations were verified after the stream ended (its text can differ from the streamed text: markers
+are renumbered, dropped or added, and an answer nothing verifies is replaced by an explanation).
+`ask` collects the stream. No LLM is called when retrieval finds no evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rag.citations import split_sentences, verify_answer
+from rag.errors import InvalidRequest
+from rag.lang import detect_language
+from rag.prompting import REFUSAL, build_prompt
+from rag.protocols import Embedder, Generator, Message, Retriever, SearchFilter, Store
+from rag.records import Answer, Citation, Hit
+from rag.rewrite import rewrite_question
+from rag.settings import Settings
+
+UNVERIFIED = {
+    "en": "The documents do not clearly answer this: none of the model's statements could be verified against "
+    "the retrieved passages, so no answer is shown.",
+    "zh": "文档中没有找到可以核实的答案：模型给出的内容都无法在检索到的资料中得到验证，因此不显示该回答。",
+}
+# Stop when the model starts echoing the prompt's own structure instead of answering.
+STOP = ["<source", "</source>", "\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "<|im_end|>", "<|endoftext|>"]
+REPEAT_WINDOW = 3  # the same sentence this many times in a row ends the generation
+MAX_QUESTION_CHARS = 4000
+PROMPT_CACHE_BYTES = 1 << 30  # llama.cpp RAM prompt cache: the fixed system prefix is reused across calls
+
+
+def is_looping(text: str, window: int = REPEAT_WINDOW) -> bool:
+    """True when the last `window` sentences are the same sentence (small models fall into loops)."""
+    sentences = [text[a:b].strip() for a, b in split_sentences(text)]
+    tail = sentences[-window:]
+    return len(tail) == window and len(set(tail)) == 1 and len(tail[0]) > 3
+
+
+def enable_prompt_cache(generator: Generator, capacity_bytes: int = PROMPT_CACHE_BYTES) -> bool:
+    """Give an in-process llama.cpp model a RAM prompt cache (prefix KV states reused across calls).
+
+    llama.cpp already reuses the common prefix with the *previous* prompt; the cache also restores it
+    after an unrelated call (a follow-up rewrite, another conversation). Other backends: no-op.
+    """
+    llm = getattr(generator, "_llm", None)
+    if llm is None or not hasattr(llm, "set_cache"):
+        return False
+    if getattr(llm, "cache", None) is None:
+        from llama_cpp import LlamaRAMCache
+
+        llm.set_cache(LlamaRAMCache(capacity_bytes=capacity_bytes))
+    return True
+
+
+class QAPipeline:
+    """Answers questions over one knowledge base with verified citations."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        generator: Generator,
+        settings: Settings,
+        retriever: Retriever | None = None,
+    ) -> None:
+        if retriever is None:
+            from rag.retrieval import make_retriever
+
+            retriever = make_retriever(store, embedder, settings.retrieval)
+        self.store = store
+        self.embedder = embedder
+        self.generator = generator
+        self.settings = settings
+        self.retriever = retriever
+
+    def ask(self, question: str, history: list[Message] | None = None, flt: SearchFilter | None = None) -> Answer:
+        """Answer `question` (a follow-up is made standalone from `history` first)."""
+        answer: Answer | None = None
+        for item in self.ask_stream(question, history, flt):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None  # ask_stream always ends with an Answer
+        return answer
+
+    def ask_stream(
+        self, question: str, history: list[Message] | None = None, flt: SearchFilter | None = None
+    ) -> Iterator[str | Answer]:
+        """Yield text pieces as the model produces them, then the final verified Answer."""
+        question = (question or "").strip()
+        if not question:
+            raise InvalidRequest("the question is empty")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InvalidRequest(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        lang = detect_language(question)
+        standalone = question
+        if history:
+            standalone = rewrite_question(question, history, self.generator)
+            timings["rewrite"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        retrieval = self.retriever.retrieve(standalone, self.settings.retrieval.top_k, flt)
+        timings["retrieve"] = time.perf_counter() - t
+        if retrieval.no_evidence or not retrieval.hits:
+            text = REFUSAL[lang]
+            yield text
+            timings["total"] = time.perf_counter() - t0
+            yield Answer(text=text, refused=True, timings=timings, question=standalone)
+            return
+
+        t = time.perf_counter()
+        llm = self.settings.llm
+        context = min(self.generator.context_tokens, llm.context_tokens)
+        prompt = build_prompt(
+            standalone,
+            retrieval.hits,
+            self.generator.count_tokens,
+            context_tokens=context,
+            max_answer_tokens=llm.max_answer_tokens,
+            lang=lang,
+        )
+        timings["prompt"] = time.perf_counter() - t
+        timings["prompt_tokens"] = float(prompt.prompt_tokens)
+
+        t = time.perf_counter()
+        pieces: list[str] = []
+        stream = self.generator.generate(
+            prompt.messages, stream=True, max_tokens=llm.max_answer_tokens, temperature=llm.temperature, stop=STOP
+        )
+        try:
+            for piece in stream:
+                if not pieces:
+                    timings["first_token"] = time.perf_counter() - t0
+                pieces.append(piece)
+                yield piece
+                if piece and piece[-1] in ".。!！?？\n" and is_looping("".join(pieces)):
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # releases the model lock when the caller or the loop guard stops early
+        timings["generate"] = time.perf_counter() - t
+        raw = "".join(pieces)
+        completion_tokens = self.generator.count_tokens(raw) if raw else 0
+        timings["completion_tokens"] = float(completion_tokens)
+        if completion_tokens and timings["generate"] > 0:
+            timings["tokens_per_s"] = completion_tokens / timings["generate"]
+
+        t = time.perf_counter()
+        answer = self.finalize(raw, prompt.sources, standalone, lang)
+        timings["verify"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        answer.timings = timings
+        yield answer
+
+    def finalize(self, raw: str, sources: list[Hit], question: str, lang: str) -> Answer:
+        """Verify the model's raw answer against the sources it was given and decide on refusal."""
+        v = verify_answer(raw, sources, self.store.page_text, question=question)
+        if v.citations:
+            return Answer(text=v.text, citations=v.citations, sources=sources, unsupported=v.unsupported, question=question)
+        if v.refusal or not v.content_sentences:
+            return Answer(text=REFUSAL[lang], sources=sources, refused=True, question=question)
+        return Answer(
+            text=UNVERIFIED[lang], sources=sources, refused=True, unsupported=v.unsupported or [raw.strip()], question=question
+        )
+
+
+def citation_to_dict(c: Citation) -> dict[str, Any]:
+    return {
+        "n": c.n,
+        "doc": c.doc,
+        "page": c.page,
+        "quote": c.quote,
+        "verified": c.verified,
+        "char_start": c.char_start,
+        "char_end": c.char_end,
+        "chunk_id": c.chunk_id,
+    }
+
+
+def _hit_dict(hit: Hit) -> dict[str, Any]:
+    try:
+        from rag.retrieval import hit_to_dict
+    except ImportError:  # retrieval package not present: the agreed shape
+        return {
+            "doc": hit.chunk.doc or hit.chunk.doc_id,
+            "page": hit.chunk.page_start,
+            "text": hit.chunk.text,
+            "score": hit.score,
+            "chunk_id": hit.chunk.id,
+        }
+    return hit_to_dict(hit)
+
+
+def answer_to_dict(answer: Answer) -> dict[str, Any]:
+    """The JSON shape of an answer (CLI `ask --json`, server `/v1/ask`)."""
+    return {
+        "answer": answer.text,
+        "refused": answer.refused,
+        "citations": [citation_to_dict(c) for c in answer.citations if c.verified],
+        "sources": [_hit_dict(h) for h in answer.sources],
+        "unsupported": list(answer.unsupported),
+        "timings": dict(answer.timings),
+    }

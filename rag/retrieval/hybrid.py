@@ -1,0 +1,96 @@
+"""Dense + keyword retrieval fused with RRF, then de-duplication, optional rerank, neighbours, floor.
+
+The relevance floor (settings.min_score) is applied to the best *dense cosine* of the query: keyword
+scores are unbounded and fused scores are ranks, so only the cosine is comparable across queries.
+How the default was calibrated: see rag/settings.py (RetrievalSettings.min_score) and
+bench/retrieval_calibrate.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rag.protocols import Embedder, Retrieval, SearchFilter, Store
+from rag.records import Hit
+from rag.retrieval.fusion import drop_near_duplicates, rrf_fuse
+from rag.settings import RetrievalSettings
+
+
+class HybridRetriever:
+    """`retrieve(query, k, flt)` per settings.mode: "hybrid" (default), "dense" or "keyword"."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: RetrievalSettings, reranker: object | None = None) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self._reranker = reranker
+
+    @property
+    def reranker(self):  # type: ignore[no-untyped-def]
+        if self._reranker is None and self.settings.reranker:
+            from rag.retrieval.rerank import CrossEncoderReranker
+
+            self._reranker = CrossEncoderReranker(self.settings.reranker)
+        return self._reranker
+
+    def retrieve(self, query: str, k: int, flt: SearchFilter | None = None) -> Retrieval:
+        s = self.settings
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        pool = max(s.candidates, k)
+        dense: list[Hit] = []
+        keyword: list[Hit] = []
+        if s.mode in ("dense", "hybrid"):
+            t = time.perf_counter()
+            vector = self.embedder.embed_query(query)
+            timings["embed_ms"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            dense = self.store.dense_search(vector, pool, flt)
+            timings["dense_ms"] = (time.perf_counter() - t) * 1000
+        if s.mode in ("keyword", "hybrid"):
+            t = time.perf_counter()
+            keyword = self.store.keyword_search(query, pool, flt)
+            timings["keyword_ms"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        if s.mode == "hybrid":
+            hits = rrf_fuse([("dense", s.dense_weight, dense), ("keyword", s.keyword_weight, keyword)], s.rrf_k)
+        else:
+            hits = dense or keyword
+            for hit in hits:
+                hit.scores[hit.retriever] = hit.score
+        hits = drop_near_duplicates(hits)
+        timings["fuse_ms"] = (time.perf_counter() - t) * 1000
+
+        if self.reranker is not None and hits:
+            t = time.perf_counter()
+            hits = self.reranker.rerank(query, hits[: max(pool // 2, k)])
+            timings["rerank_ms"] = (time.perf_counter() - t) * 1000
+
+        hits = hits[:k]
+        if s.neighbours and hits:
+            hits = self._with_neighbours(hits, s.neighbours)
+
+        best = max((h.score for h in dense), default=0.0)
+        if s.mode == "keyword":
+            no_evidence = not hits
+        else:
+            no_evidence = not dense or best < s.min_score
+        timings["total_ms"] = (time.perf_counter() - start) * 1000
+        return Retrieval(hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings)
+
+    def _with_neighbours(self, hits: list[Hit], n: int) -> list[Hit]:
+        """Add adjacent chunks on the same page(s) right after each hit (retriever="neighbour")."""
+        seen = {h.chunk.id for h in hits}
+        out: list[Hit] = []
+        for hit in hits:
+            out.append(hit)
+            for nb in self.store.neighbours(hit.chunk, n):
+                same_page = nb.page_start <= hit.chunk.page_end and nb.page_end >= hit.chunk.page_start
+                if nb.id in seen or not same_page:
+                    continue
+                seen.add(nb.id)
+                out.append(Hit(chunk=nb, score=hit.score, rank=0, retriever="neighbour", scores={"anchor_rank": float(hit.rank)}))
+        for rank, hit in enumerate(out, start=1):
+            hit.rank = rank
+        return out

@@ -1,0 +1,112 @@
+"""Run the QA pipeline for an async route: one worker thread per answer, pieces handed to the event loop.
+
+The whole `ask_stream` iteration happens in one thread (llama.cpp's lock is held across pieces), and
+a request that goes away (client disconnect, time limit) stops the generation at the next piece, so
+the model is free for the next request in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from rag.protocols import Message, SearchFilter
+from rag.records import Answer
+
+_END = object()
+
+
+async def stream_answer(
+    pipeline: Any,
+    question: str,
+    *,
+    history: list[Message] | None,
+    flt: SearchFilter | None,
+    executor: ThreadPoolExecutor,
+) -> AsyncIterator[str | Answer]:
+    """Text pieces as the LLM writes them, then the final Answer (errors are re-raised here)."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(items.put_nowait, (kind, value))
+        except RuntimeError:  # the loop is closed (server shutting down): nobody is listening
+            stop.set()
+
+    def produce() -> None:
+        iterator = pipeline.ask_stream(question, history=history or None, flt=flt)
+        try:
+            for item in iterator:
+                put("item", item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the request, which maps it to an HTTP error
+            put("error", exc)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # releases the model if we stopped early
+            put("end", _END)
+
+    loop.run_in_executor(executor, produce)
+    try:
+        while True:
+            kind, value = await items.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+
+
+async def answer(
+    pipeline: Any,
+    question: str,
+    *,
+    history: list[Message] | None,
+    flt: SearchFilter | None,
+    executor: ThreadPoolExecutor,
+) -> Answer:
+    """The final Answer (generated through the same cancellable stream)."""
+    final: Answer | None = None
+    async for item in stream_answer(pipeline, question, history=history, flt=flt, executor=executor):
+        if isinstance(item, Answer):
+            final = item
+    if final is None:
+        from rag.errors import GenerationError
+
+        raise GenerationError("the QA pipeline ended without an answer")
+    return final
+
+
+def answer_payload(result: Answer) -> dict[str, Any]:
+    """answer_to_dict plus each citation's `doc_id` (the page-image URL needs it)."""
+    from rag.pipeline import answer_to_dict
+
+    data = answer_to_dict(result)
+    by_n = {c.n: c for c in result.citations}
+    doc_of_chunk = {h.chunk.id: h.chunk.doc_id for h in result.sources}
+    for item in data.get("citations", []):
+        cited = by_n.get(item.get("n"))
+        doc_id = (cited.doc_id if cited is not None else "") or doc_of_chunk.get(item.get("chunk_id", ""), "")
+        item.setdefault("doc_id", doc_id)
+    return data
+
+
+def history_from(messages: list[Any]) -> list[Message]:
+    """OpenAI-style messages -> the pipeline's history (user and assistant turns only)."""
+    out: list[Message] = []
+    for m in messages:
+        role = m.role if hasattr(m, "role") else m.get("role")
+        text = m.text() if hasattr(m, "text") else str(m.get("content") or "")
+        if role in {"user", "assistant"} and text.strip():
+            out.append({"role": role, "content": text})
+    return out

@@ -1,0 +1,120 @@
+"""The citeqa HTTP service: `create_app(settings)` builds it, `serve(settings)` runs it with uvicorn.
+
+Routes: REST under /v1 (knowledge bases, documents, jobs, search, ask, page images), the
+OpenAI-compatible /v1/models and /v1/chat/completions, /healthz, /readyz, /metrics, and the web chat
+at /. Models load once per app, in the background, when the lifespan starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from rag.protocols import Embedder, Generator
+from rag.settings import Settings
+from server.errors import install_error_handlers
+from server.middleware import ObserveMiddleware, TimeoutMiddleware
+from server.routes import ask, documents, jobs, kbs, openai, ops, pages, search, web
+from server.state import AppState
+
+DESCRIPTION = """
+Offline Chinese/English document QA with checked page citations.
+
+* **Auth**: when `CITEQA_API_KEYS` is set, send `Authorization: Bearer <key>` on every route except
+  `/healthz` (the web page's static files and these docs are open too: they hold no data).
+* **Errors**: JSON `{"error": {"type", "message"}}` with a 4xx/5xx status.
+* **OpenAI-compatible**: knowledge bases are models named `citeqa:<kb>`.
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("citeqa")
+    except PackageNotFoundError:
+        return "0.0.0+local"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    generator: Generator | None = None,
+) -> FastAPI:
+    """Build the app. `embedder` / `generator` may be passed in already loaded (tests share one model)."""
+    if settings is None:
+        from rag.settings import apply_offline_defaults, load_settings
+
+        apply_offline_defaults()
+        settings = load_settings()
+    state = AppState(settings, embedder=embedder, generator=generator)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.ensure_jobs()
+        state.start_loading()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.close)
+
+    app = FastAPI(
+        title="citeqa",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "knowledge bases", "description": "Create, list, inspect and delete knowledge bases."},
+            {"name": "documents", "description": "Upload, list, delete, re-ingest; rendered pages."},
+            {"name": "jobs", "description": "Background ingestion with progress and cancellation."},
+            {"name": "search and ask", "description": "Retrieval and cited answers (JSON or SSE)."},
+            {"name": "OpenAI-compatible", "description": "Use any OpenAI client: model = 'citeqa:<kb>'."},
+            {"name": "operations", "description": "Health, readiness, Prometheus metrics."},
+        ],
+    )
+    app.state.citeqa = state
+    install_error_handlers(app)
+
+    app.include_router(ops.open_router)
+    app.include_router(ops.router)
+    for module in (kbs, documents, jobs, search, ask, openai, pages):
+        app.include_router(module.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+
+    # Added innermost first: CORS sits inside the time limit, which sits inside the access log.
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "X-Highlight-Matches"],
+        )
+    app.add_middleware(TimeoutMiddleware, timeout_s=settings.server.request_timeout_s)
+    app.add_middleware(ObserveMiddleware, metrics=state.metrics)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the service with uvicorn on settings.server.host:port (loopback by default)."""
+    import uvicorn
+
+    from server.middleware import configure_logging
+
+    configure_logging()
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,  # ObserveMiddleware writes one JSON line per request instead
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,35 @@
+"""FastAPI dependencies: the app's state, the job manager, knowledge-base names."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from rag.errors import KnowledgeBaseNotFound
+from server.jobs import JobManager
+from server.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.citeqa  # type: ignore[no-any-return]
+
+
+def get_jobs(request: Request) -> JobManager:
+    return get_state(request).ensure_jobs()
+
+
+def kb_name(state: AppState, name: str | None) -> str:
+    """The named knowledge base, or the default one; validated (400 on a bad name)."""
+    from rag.kb import validate_kb_name
+
+    return validate_kb_name(name or state.settings.paths.default_kb)
+
+
+def existing_kb(state: AppState, name: str | None) -> str:
+    """Like kb_name, and the knowledge base must exist (404 otherwise)."""
+    from rag.kb import kb_exists, list_kbs
+
+    kb = kb_name(state, name)
+    if not kb_exists(state.settings, kb):
+        known = ", ".join(list_kbs(state.settings)) or "none"
+        raise KnowledgeBaseNotFound(f"knowledge base {kb!r} does not exist (known: {known})")
+    return kb

@@ -1,0 +1,50 @@
+"""Knowledge bases: create, list, stats, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, status
+
+from rag.errors import KnowledgeBaseExists
+from server.auth import require_api_key
+from server.deps import existing_kb, get_state, kb_name
+from server.schemas import ERRORS, KBCreate, KBList, KBStats
+from server.state import AppState
+
+router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+def kb_stats(state: AppState, kb: str) -> dict[str, Any]:
+    stats = dict(state.store(kb).stats())
+    stats.pop("name", None)
+    return {"name": kb, **stats}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KBStats, summary="Create a knowledge base")
+def create_kb(body: KBCreate, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    from rag.kb import kb_exists
+
+    kb = kb_name(state, body.name)
+    if kb_exists(state.settings, kb):
+        raise KnowledgeBaseExists(f"knowledge base {kb!r} already exists")
+    state.store(kb, create=True)
+    return kb_stats(state, kb)
+
+
+@router.get("", response_model=KBList, summary="List knowledge bases with their sizes")
+def list_all(state: AppState = Depends(get_state)) -> dict[str, Any]:
+    from rag.kb import list_kbs
+
+    return {"kbs": [kb_stats(state, kb) for kb in list_kbs(state.settings)], "default": state.settings.paths.default_kb}
+
+
+@router.get("/{kb}", response_model=KBStats, summary="A knowledge base's stats (documents, chunks, embedder...)")
+def stats(kb: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    return kb_stats(state, existing_kb(state, kb))
+
+
+@router.delete("/{kb}", summary="Delete a knowledge base, its indexes and its uploaded files")
+def delete_kb(kb: str, state: AppState = Depends(get_state)) -> dict[str, str]:
+    state.remove_kb(existing_kb(state, kb))
+    return {"deleted": kb}

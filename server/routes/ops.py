@@ -1,0 +1,36 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from server.auth import require_api_key
+from server.deps import get_state
+from server.state import AppState
+
+open_router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+
+
+@open_router.get("/healthz", summary="Liveness: the process answers (no API key needed)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 once the embedder and the LLM are loaded, 503 before",
+    responses={503: {"description": "Models still loading or failed to load"}},
+)
+def readyz(state: AppState = Depends(get_state)) -> Any:
+    body = state.readiness()
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(state: AppState = Depends(get_state)) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

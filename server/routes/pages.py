@@ -1,0 +1,45 @@
+"""GET /v1/documents/{id}/pages/{n}.png: a page rendered with the cited quote highlighted."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from rag.errors import CiteqaError
+from server.auth import require_api_key
+from server.deps import existing_kb, get_state
+from server.render import render_page_png
+from server.routes.documents import original_file
+from server.schemas import ERRORS
+from server.state import AppState
+
+router = APIRouter(prefix="/v1", tags=["documents"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+@router.get(
+    "/documents/{doc_id}/pages/{page}.png",
+    response_class=Response,
+    summary="Render a page as PNG with a quote highlighted",
+    responses={200: {"content": {"image/png": {}}, "description": "The page; header X-Highlight-Matches counts marked spots."}},
+)
+def page_png(
+    doc_id: str,
+    page: int,
+    kb: str | None = Query(None, description="Knowledge base (default: paths.default_kb)."),
+    highlight: str | None = Query(None, max_length=4000, description="Text to highlight (a citation's quote)."),
+    zoom: float = Query(1.5, gt=0.2, le=4.0, description="Scale factor (1 = 72 dpi)."),
+    state: AppState = Depends(get_state),
+) -> Response:
+    store = state.store(existing_kb(state, kb))
+    info = store.get_document(doc_id)
+    original = original_file(info)
+    text: str | None
+    try:
+        text = store.page_text(doc_id, page)
+    except (CiteqaError, IndexError, KeyError):
+        text = None  # the original PDF is enough; without it the renderer reports what is missing
+    png, matches = render_page_png(original, page, page_text=text, highlight=highlight, zoom=zoom)
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"X-Highlight-Matches": str(matches), "Cache-Control": "private, max-age=300"},
+    )

