@@ -37,10 +37,11 @@ def is_hidden_or_temp(name: str) -> bool:
 def _matches(glob: str | None, path: Path, root: Path) -> bool:
     if not glob:
         return True
-    if "/" in glob:  # a path pattern, relative to the folder that was given
-        rel = path.relative_to(root).as_posix()
-        return fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(rel, glob.removeprefix("**/"))
-    return fnmatch.fnmatch(path.name, glob)
+    pattern = glob.lower()  # '*.pdf' also finds 'REPORT.PDF'
+    if "/" in pattern:  # a path pattern, relative to the folder that was given
+        rel = path.relative_to(root).as_posix().lower()
+        return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(rel, pattern.removeprefix("**/"))
+    return fnmatch.fnmatchcase(path.name.lower(), pattern)
 
 
 def discover(

@@ -45,7 +45,9 @@ def model_files() -> dict[str, Path]:
     try:
         import rapidocr
     except ImportError as exc:
-        raise ModelNotAvailable("OCR needs the 'rapidocr' and 'onnxruntime' packages: pip install rapidocr onnxruntime") from exc
+        raise ModelNotAvailable(
+            "OCR needs the 'rapidocr' and 'onnxruntime' packages: pip install rapidocr onnxruntime"
+        ) from exc
     root = Path(rapidocr.__file__).parent / "models"
     files = {stage: root / name for stage, name in _MODEL_FILES.items()}
     missing = [str(p) for p in files.values() if not p.is_file()]

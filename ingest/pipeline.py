@@ -25,6 +25,11 @@ How a run goes:
 
 `cancel` (a threading.Event) is checked between documents and between embedding batches: documents
 already written stay, the rest are left for the next run, and the summary says `cancelled`.
+
+Workers start with multiprocessing's "forkserver" method (no fork of a process that may be running
+threads, e.g. a server), so as with any multiprocessing code a *script* that calls `ingest_paths`
+must guard its entry point with `if __name__ == "__main__":` (the `citeqa` command, the server,
+`python -c` and pytest all do).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 from ingest.pipeline import IngestProgress, IngestSummary
 
@@ -32,7 +32,7 @@ from ingest.pipeline import IngestProgress, IngestSummary
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "--"
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     if s >= 60:
@@ -243,7 +243,7 @@ class ProgressRenderer:
             console.print(table)
         console.print(_totals(summary))
 
-    def __enter__(self) -> ProgressRenderer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

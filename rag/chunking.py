@@ -57,6 +57,7 @@ _ABBREVIATIONS = {
     "nov", "dec", "u.s", "u.k", "a.m", "p.m",
 }  # fmt: skip
 _WORD_BEFORE_DOT = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
+_LIST_MARKER = re.compile(r"\s*\(?(?:\d{1,3}(?:\.\d{1,3})*|[A-Za-z]|[ivxlcIVXLC]{1,5})\)?\.")
 # Second-level split points inside an over-long sentence.
 _CLAUSE_END = re.compile(r"[，,、：:]+|\n+|\s+")
 _PARA_SPLIT = re.compile(r"\n[ \t\u3000]*\n\s*")
@@ -319,12 +320,12 @@ class SentenceChunker:
                 cur.append(u)  # headings in a row stay together, with what follows them
                 continue
             new_para = u.para != cur[-1].para
-            if fits and new_para and has_content and u.kind == "sent":
-                if size(cur) + para_tokens[u.para] > self.max_tokens and size(cur) >= self.max_tokens // 2:
-                    leftover = close(cur, overlap)[1]  # break at the paragraph boundary, not inside it
-                    requeue(leftover, [u])
-                    cur, overlap = [], 0
-                    continue
+            para_wont_fit = size(cur) + para_tokens[u.para] > self.max_tokens
+            if fits and new_para and has_content and u.kind == "sent" and para_wont_fit and size(cur) >= self.max_tokens // 2:
+                leftover = close(cur, overlap)[1]  # break at the paragraph boundary, not inside it
+                requeue(leftover, [u])
+                cur, overlap = [], 0
+                continue
             if fits:
                 cur.append(u)
                 continue
@@ -462,6 +463,9 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def _is_abbreviation(text: str, sent_start: int, dot: int) -> bool:
+    """'.' after Mr/e.g./U.S./a single capital, or ending a list marker such as '1.' or '(iv).'."""
+    if _LIST_MARKER.fullmatch(text, sent_start, dot + 1):
+        return True
     m = _WORD_BEFORE_DOT.search(text, max(sent_start, dot - 12), dot + 1)
     if not m:
         return False

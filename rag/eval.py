@@ -138,8 +138,12 @@ def run_eval(
     *,
     ks: Sequence[int] = (1, 3, 5, 10),
     answers: bool = False,
+    generator: Any | None = None,
 ) -> dict[str, Any]:
-    """Evaluate retrieval on knowledge base `kb_name` (and the full QA pipeline with answers=True)."""
+    """Evaluate retrieval on knowledge base `kb_name` (and the full QA pipeline with answers=True).
+
+    `generator` (optional) reuses an already loaded LLM for answers=True instead of loading settings.llm.
+    """
     from rag.embedders import make_embedder
     from rag.kb import open_kb
     from rag.retrieval import make_retriever
@@ -186,17 +190,25 @@ def run_eval(
             "per_question": rows,
         }
         if answers:
-            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows)
+            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows, generator)
         return report
     finally:
         store.close()
 
 
-def _eval_answers(settings: Settings, store: Any, embedder: Any, retriever: Any, questions: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _eval_answers(
+    settings: Settings,
+    store: Any,
+    embedder: Any,
+    retriever: Any,
+    questions: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    generator: Any | None,
+) -> dict[str, Any]:
     from rag.llm import make_generator
     from rag.pipeline import QAPipeline, answer_to_dict  # the answering stage (imported lazily)
 
-    pipeline = QAPipeline(store, embedder, make_generator(settings), settings, retriever=retriever)
+    pipeline = QAPipeline(store, embedder, generator or make_generator(settings), settings, retriever=retriever)
     cites = verified = on_evidence = 0
     refused_unanswerable = refused_answerable = n_unanswerable = n_answerable = 0
     f1s: list[float] = []

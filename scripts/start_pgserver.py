@@ -20,8 +20,12 @@ from pathlib import Path
 
 def start(data_dir: Path, *, cleanup: str | None = "stop") -> str:
     """Start (or reuse) the server whose data lives in `data_dir`; return its connection URL."""
+    import warnings
+
     try:
-        import pgserver
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:
         raise SystemExit("pgserver is not installed: pip install pgserver") from exc
     data_dir = data_dir.expanduser().resolve()

@@ -45,7 +45,7 @@ async def stream_answer(
                 put("item", item)
                 if stop.is_set():
                     break
-        except BaseException as exc:  # handed to the request, which maps it to an HTTP error
+        except BaseException as exc:  # noqa: BLE001 - handed to the request, which maps it to an HTTP error
             put("error", exc)
         finally:
             close = getattr(iterator, "close", None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from rag.errors import KnowledgeBaseNotFound
 from server.jobs import JobManager
@@ -33,3 +35,7 @@ def existing_kb(state: AppState, name: str | None) -> str:
         known = ", ".join(list_kbs(state.settings)) or "none"
         raise KnowledgeBaseNotFound(f"knowledge base {kb!r} does not exist (known: {known})")
     return kb
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]

@@ -16,12 +16,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag import errors as E
+from server.jobs import JobNotFound
 
 log = logging.getLogger("citeqa.server")
 
 STATUS_BY_TYPE: dict[type[BaseException], int] = {
     E.KnowledgeBaseNotFound: 404,
     E.DocumentNotFound: 404,
+    JobNotFound: 404,
     E.KnowledgeBaseExists: 409,
     E.EmbedderMismatch: 409,
     E.Cancelled: 409,

@@ -225,7 +225,7 @@ class JobManager:
         except CiteqaError as exc:
             job.error = f"{type(exc).__name__}: {exc}"
             self._finish(job, FAILED)
-        except Exception as exc:  # a job thread must survive any failure; the error is reported on the job
+        except Exception as exc:
             log.exception("job %s crashed", job.id)
             job.error = f"{type(exc).__name__}: {exc}"
             self._finish(job, FAILED)

@@ -11,7 +11,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 from rag.protocols import Generator, Message
 
@@ -53,7 +53,7 @@ class FairLock:
                 self._serving += 1
             self._cond.notify_all()
 
-    def __enter__(self) -> FairLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
@@ -103,7 +103,7 @@ class QueuedGenerator:
         temperature: float = 0.1,
         stop: list[str] | None = None,
     ) -> str | Iterator[str]:
-        kwargs: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, stop=stop)
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "stop": stop}
         if stream:
             return self._stream(messages, kwargs)
         self._acquire()

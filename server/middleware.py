@@ -133,7 +133,7 @@ class TimeoutMiddleware:
 
         try:
             await asyncio.wait_for(self.app(scope, receive, send_wrapper), timeout=self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if started:
                 return  # headers are out: closing the connection is all that is left
             body = json.dumps(

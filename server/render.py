@@ -37,9 +37,10 @@ def render_page_png(
         doc = _typeset(page_text)
         index = 0
     else:
-        if not 1 <= page_number <= doc.page_count:
+        count = doc.page_count
+        if not 1 <= page_number <= count:
             doc.close()
-            raise InvalidRequest(f"page {page_number} is out of range: the document has {doc.page_count} pages")
+            raise InvalidRequest(f"page {page_number} is out of range: the document has {count} pages")
         index = page_number - 1
     try:
         page = doc[index]

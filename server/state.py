@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from server.jobs import JobManager
 
 log = logging.getLogger("citeqa.server")
+
+RETRY_LLM_S = 30.0
 
 
 class AppState:
@@ -45,6 +48,7 @@ class AppState:
         self.generator_error: str | None = None
         self._embedder_loaded = threading.Event()
         self._generator_loaded = threading.Event()  # set when loading finished, failed or not
+        self._generator_tried_at = 0.0
         self._ingest_embedder: Embedder | None = None
         self._lock = threading.RLock()
         self._stores: dict[str, Store] = {}
@@ -78,7 +82,6 @@ class AppState:
 
     def _load_models(self) -> None:
         from rag.embedders import make_embedder
-        from rag.llm import make_generator
 
         if not self._embedder_loaded.is_set():
             try:
@@ -91,14 +94,34 @@ class AppState:
                 self._embedder_loaded.set()
         if not self._generator_loaded.is_set():
             try:
-                self.generator = self._queued(make_generator(self.settings))
-                log.info("LLM %s loaded", self.generator.id)
-            except (CiteqaError, ImportError, OSError, RuntimeError, ValueError) as exc:
-                self.generator_error = f"LLM {self.settings.llm.name!r} could not be loaded: {exc}"
-                log.error(self.generator_error)
+                self._load_generator()
             finally:
                 self._generator_loaded.set()
         self._update_ready()
+
+    def _load_generator(self) -> None:
+        from rag.llm import make_generator
+        from rag.pipeline import enable_prompt_cache
+
+        self._generator_tried_at = time.monotonic()
+        try:
+            inner = make_generator(self.settings)
+            enable_prompt_cache(inner)  # reuse the fixed prompt prefix across requests (llama.cpp only)
+            self.generator = self._queued(inner)
+            self.generator_error = None
+            log.info("LLM %s loaded", self.generator.id)
+        except (CiteqaError, ImportError, OSError, RuntimeError, ValueError) as exc:
+            self.generator_error = f"LLM {self.settings.llm.name!r} could not be loaded: {exc}"
+            log.error(self.generator_error)
+
+    def retry_generator(self) -> None:
+        """A remote LLM server may come up after us: try loading again, at most every RETRY_LLM_S seconds."""
+        if self.generator is not None or not self._generator_loaded.is_set():
+            return
+        with self._lock:
+            if self.generator is None and time.monotonic() - self._generator_tried_at > RETRY_LLM_S:
+                self._load_generator()
+                self._update_ready()
 
     def _update_ready(self) -> None:
         self.metrics.models_ready.set(1 if self.ready else 0)
@@ -109,6 +132,7 @@ class AppState:
 
     def readiness(self) -> dict[str, Any]:
         """What /readyz reports."""
+        self.retry_generator()
         return {
             "ready": self.ready,
             "embedder": {
@@ -134,6 +158,7 @@ class AppState:
     def wait_generator(self, timeout: float | None = None) -> QueuedGenerator:
         """The LLM, waiting for it to load; ModelNotAvailable if it failed or took too long."""
         self._generator_loaded.wait(self.settings.server.request_timeout_s if timeout is None else timeout)
+        self.retry_generator()
         if self.generator is None:
             raise ModelNotAvailable(self.generator_error or "the LLM is still loading; retry shortly")
         return self.generator

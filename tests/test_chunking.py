@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -87,6 +88,16 @@ def test_offsets_sizes_and_chinese_sentence_boundaries(chunker) -> None:  # type
     assert {c.page_start for c in chunks} == {1, 2}
 
 
+def test_sentence_splitter_on_english_markers() -> None:
+    chunker = make_chunker(ChunkingSettings(), simple_count)
+    text = "1. Introduction. The U.S. economy grew 2.5% in 2023. Mr. Smith agreed! Did it last? (iv). Yes."
+    spans = [text[a:b] for a, b in chunker._sentences(text, 0, len(text))]
+    assert spans == ["1. Introduction.", "The U.S. economy grew 2.5% in 2023.", "Mr. Smith agreed!", "Did it last?", "(iv). Yes."]
+    zh = "他说：“今年增长了。”然后离开了！真的吗？是的；完毕……好"
+    spans = [zh[a:b] for a, b in chunker._sentences(zh, 0, len(zh))]
+    assert spans == ["他说：“今年增长了。”", "然后离开了！", "真的吗？", "是的；", "完毕……", "好"]
+
+
 def test_english_sentences_keep_abbreviations_and_decimals(chunker) -> None:  # type: ignore[no-untyped-def]
     para = " ".join(EN_SENTENCES * 4)
     doc = ParsedDocument("e.pdf", "1" * 64, "e", [make_page(1, [("text", para, 0)])])
@@ -170,7 +181,7 @@ def test_overlap_repeats_trailing_sentences(chunker) -> None:  # type: ignore[no
     chunks = chunker.chunk(doc, "o")
     assert len(chunks) >= 3
     overlaps = 0
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.char_start <= a.char_end
         if b.char_start < a.char_end:
             overlaps += 1
@@ -181,7 +192,7 @@ def test_overlap_repeats_trailing_sentences(chunker) -> None:  # type: ignore[no
     assert overlaps >= 1
     no_overlap = make_chunker(ChunkingSettings(max_tokens=80, overlap_tokens=0, min_tokens=10), simple_count)
     plain = no_overlap.chunk(doc, "o")
-    assert all(b.char_start >= a.char_end for a, b in zip(plain, plain[1:], strict=False))
+    assert all(b.char_start >= a.char_end for a, b in itertools.pairwise(plain))
 
 
 def test_tiny_tail_is_merged() -> None:

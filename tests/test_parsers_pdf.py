@@ -40,7 +40,9 @@ def ingest() -> IngestSettings:
 
 
 def test_mixed_pdf_pages_offsets_chinese_and_hyphenation(tmp_path: Path, ingest: IngestSettings) -> None:
-    path = make_pdf(tmp_path / "mixed.pdf", [EN, ZH + "\n\n" + ZH, "第三页：净利润为三亿元。\n\nNet profit was 300 million."])
+    path = make_pdf(
+        tmp_path / "mixed.pdf", [EN, ZH + "\n\n" + ZH, "第三页：净利润为三亿元。\n\nNet profit was 300 million."]
+    )
     doc = parse_file(path, ingest)
     assert [p.number for p in doc.pages] == [1, 2, 3]
     assert doc.sha256 == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
@@ -143,7 +145,12 @@ def _table_pdf(path: Path) -> Path:
     doc = pymupdf.open()
     page = doc.new_page(width=595, height=842)
     page.insert_text((56, 80), "Segment results are shown below.", fontsize=11)
-    rows = [["Segment", "2023", "2022"], ["Cloud", "1,200", "950"], ["Devices", "800", "870"], ["Total", "2,000", "1,820"]]
+    rows = [
+        ["Segment", "2023", "2022"],
+        ["Cloud", "1,200", "950"],
+        ["Devices", "800", "870"],
+        ["Total", "2,000", "1,820"],
+    ]
     x = [56, 250, 400, 540]
     y0, h = 100, 24
     for r in range(len(rows) + 1):
@@ -194,3 +201,15 @@ def test_real_chinese_bench_page_has_no_spaces_between_han(bench_dir: Path, inge
     assert len(re.findall(r"[\u4e00-\u9fff]", text)) > 300
     assert not HAN_SPACE.search(text)
     assert any(b.heading_level > 0 for b in doc.pages[1].blocks)
+
+
+def test_parse_file_runs_in_worker_processes(tmp_path: Path, ingest: IngestSettings) -> None:
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    paths = [make_pdf(tmp_path / f"w{i}.pdf", [f"Worker document {i}.", ZH]) for i in range(2)]
+    assert pickle.loads(pickle.dumps(parse_file)) is parse_file
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        docs = list(pool.map(parse_file, paths, [ingest] * 2))
+    assert [d.pages[0].text for d in docs] == ["Worker document 0.", "Worker document 1."]
+    assert docs[1].pages[1].text == ZH

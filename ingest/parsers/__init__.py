@@ -76,7 +76,8 @@ def parse_file(path: Path, settings: IngestSettings, password: str | None = None
         ext = ".pdf"
     if ext not in PARSERS:
         raise UnsupportedFormat(
-            str(path), f"unsupported file type {ext or '(no extension)'}; supported: {', '.join(sorted(supported_extensions()))}"
+            str(path),
+            f"unsupported file type {ext or '(no extension)'}; supported: {', '.join(sorted(supported_extensions()))}",
         )
     return PARSERS.create(ext, settings=settings).parse(path, password=password)
 

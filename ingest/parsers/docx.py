@@ -113,7 +113,9 @@ def parse_docx(path: Path, settings: IngestSettings, password: str | None = None
     check_size(path, settings)
     head = read_head(path)
     if head.startswith(b"\xd0\xcf\x11\xe0"):  # OLE container: a password-protected .docx or an old .doc
-        raise EncryptedDocument(str(path), "encrypted (password-protected) Word file or legacy .doc; save it as .docx without a password")
+        raise EncryptedDocument(
+            str(path), "encrypted (password-protected) Word file or legacy .doc; save it as .docx without a password"
+        )
     if sniff(head) != "zip":
         raise CorruptDocument(str(path), "not a .docx (not a ZIP package)")
     import docx
@@ -128,7 +130,9 @@ def parse_docx(path: Path, settings: IngestSettings, password: str | None = None
     if not any(p.text for p in pages):
         raise EmptyDocument(str(path), "no text in document")
     if len(pages) > settings.max_pages:
-        raise DocumentTooLarge(str(path), f"{len(pages)} pages, over the limit of {settings.max_pages} (ingest.max_pages)")
+        raise DocumentTooLarge(
+            str(path), f"{len(pages)} pages, over the limit of {settings.max_pages} (ingest.max_pages)"
+        )
     title = clean_line(document.core_properties.title or "")
     return ParsedDocument(
         source=str(path),

@@ -94,7 +94,9 @@ def parse_epub(path: Path, settings: IngestSettings, password: str | None = None
             for group in paginate(items, split_level=0, page_chars=_CHAPTER_CHARS):
                 pages.append(build_page(len(pages) + 1, group))
                 if len(pages) > settings.max_pages:
-                    raise DocumentTooLarge(str(path), f"over the limit of {settings.max_pages} pages (ingest.max_pages)")
+                    raise DocumentTooLarge(
+                        str(path), f"over the limit of {settings.max_pages} pages (ingest.max_pages)"
+                    )
     if not any(p.text for p in pages):
         raise EmptyDocument(str(path), "no text in any EPUB chapter")
     return ParsedDocument(

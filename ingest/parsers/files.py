@@ -23,7 +23,8 @@ def check_size(path: Path, settings: IngestSettings) -> int:
         raise EmptyDocument(str(path), "empty file (0 bytes)")
     if size > settings.max_file_mb * 1024 * 1024:
         raise DocumentTooLarge(
-            str(path), f"file is {size / 1024 / 1024:.1f} MB, over the limit of {settings.max_file_mb} MB (ingest.max_file_mb)"
+            str(path),
+            f"file is {size / 1024 / 1024:.1f} MB, over the limit of {settings.max_file_mb} MB (ingest.max_file_mb)",
         )
     return size
 

@@ -172,7 +172,9 @@ def parse_html(path: Path, settings: IngestSettings, password: str | None = None
     if not any(p.text for p in pages):
         raise EmptyDocument(str(path), "no text in HTML")
     if len(pages) > settings.max_pages:
-        raise DocumentTooLarge(str(path), f"{len(pages)} sections, over the limit of {settings.max_pages} (ingest.max_pages)")
+        raise DocumentTooLarge(
+            str(path), f"{len(pages)} sections, over the limit of {settings.max_pages} (ingest.max_pages)"
+        )
     return ParsedDocument(
         source=str(path),
         sha256=sha256_bytes(data),

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ingest.parsers.textclean import header_key, is_page_number
 from rag.lang import is_cjk_char, join_lines
 
 HEADING_RATIO = 1.12  # font size over the body size that makes a line heading-like
 BAND = 0.12  # top / bottom share of the page where running headers and footers live
 HEADER_SHARE = 0.4  # a line repeated on this share of pages (of a doc with >= 3) is a running header
-_SENTENCE_END = tuple(".!?:;。！？；：…”’\")）")
 
 
 @dataclass(slots=True)
@@ -34,6 +35,7 @@ class Line:
     size: float
     bold: bool = False
     table: int = -1
+    axis: bool = True  # False: written at an angle to the page's main text direction (a side label)
 
     @property
     def height(self) -> float:
@@ -127,11 +129,17 @@ def _merge_row(row: list[Line]) -> Line:
     )
 
 
-def find_gutter(lines: Sequence[Line]) -> float | None:
-    """The x of a vertical gap that splits the lines into two text columns, or None.
+def _tokens(text: str) -> int:
+    han = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    return len(text.split()) + han // 2
 
-    Both sides must hold a real share of the text, few lines may cross the gap, and each side's
-    lines must fill their column: a column of short numbers beside labels is a table, not a column.
+
+def find_gutter(lines: Sequence[Line], depth: int = 0) -> float | None:
+    """The x of a vertical gap that splits the lines into text columns, or None.
+
+    Both sides must hold a real share of the text, few lines may cross the gap, and each side must
+    read like prose (several words a line) whose lines fill their column, or itself split into
+    columns. A column of numbers beside labels is a table, not a column.
     """
     text_lines = [ln for ln in lines if ln.table < 0 and ln.text]
     if len(text_lines) < 6:
@@ -142,72 +150,85 @@ def find_gutter(lines: Sequence[Line]) -> float | None:
     width = x_max - x_min
     if width < 100 or total == 0:
         return None
-    best: list[float] = []
-    best_cross = total + 1
     steps = 60
-    for i in range(steps + 1):
-        x = x_min + width * (0.25 + 0.5 * i / steps)
-        cross = sum(len(ln.text) for ln in text_lines if ln.x0 < x - 1 and ln.x1 > x + 1)
-        if cross < best_cross:
-            best_cross, best = cross, [x]
-        elif cross == best_cross:
-            best.append(x)
+    x0s = np.fromiter((ln.x0 for ln in text_lines), dtype=np.float64, count=len(text_lines))
+    x1s = np.fromiter((ln.x1 for ln in text_lines), dtype=np.float64, count=len(text_lines))
+    weights = np.fromiter((len(ln.text) for ln in text_lines), dtype=np.float64, count=len(text_lines))
+    xs = x_min + width * (0.2 + 0.6 * np.arange(steps + 1) / steps)
+    crossing = ((x0s[None, :] < xs[:, None] - 1) & (x1s[None, :] > xs[:, None] + 1)) @ weights
+    best_cross = float(crossing.min())
     if best_cross > 0.05 * total:
         return None
-    # The middle of the longest run of equally good positions: the centre of the gap.
+    best = [float(x) for x, c in zip(xs, crossing) if c == best_cross]
+    # The run of equally good positions nearest the middle; its centre is the centre of the gap.
     runs: list[list[float]] = [[best[0]]]
-    step = width * 0.5 / steps
+    step = width * 0.6 / steps
     for x in best[1:]:
         if x - runs[-1][-1] <= step * 1.5:
             runs[-1].append(x)
         else:
             runs.append([x])
-    run = max(runs, key=len)
+    middle = x_min + width / 2
+    run = min(runs, key=lambda r: (-len(r), abs((r[0] + r[-1]) / 2 - middle)))
     gutter = (run[0] + run[-1]) / 2
     left = [ln for ln in text_lines if ln.x1 <= gutter + 1]
     right = [ln for ln in text_lines if ln.x0 >= gutter - 1]
     for side in (left, right):
-        if len(side) < 3 or sum(len(ln.text) for ln in side) < 0.2 * total:
+        if len(side) < 3 or sum(len(ln.text) for ln in side) < 0.15 * total:
+            return None
+        if statistics.median(_tokens(ln.text) for ln in side) < 3:
             return None
         extent = max(ln.x1 for ln in side) - min(ln.x0 for ln in side)
-        if extent < 0.25 * width:
-            return None
-        if statistics.median(ln.x1 - ln.x0 for ln in side) < 0.5 * extent:
+        fills = statistics.median(ln.x1 - ln.x0 for ln in side) >= 0.5 * extent
+        if not fills and (depth >= 1 or find_gutter(side, depth + 1) is None):
             return None
     return gutter
 
 
 def reading_order(lines: Sequence[Line], depth: int = 0) -> list[Line]:
-    """Lines in reading order: full-width runs top to bottom, column runs left column then right."""
-    gutter = find_gutter(lines) if depth < 2 else None
-    if gutter is None:
+    """Lines in reading order: full-width lines top to bottom; between them, column runs left
+    column then right (columns found again inside each side, so three or four columns work)."""
+    if depth >= 3 or len(lines) < 6:
         return merge_rows(lines)
-    ordered = sorted(lines, key=lambda item: item.yc)
+    text_lines = [ln for ln in lines if ln.table < 0]
+    if not text_lines:
+        return merge_rows(lines)
+    x_min = min(ln.x0 for ln in text_lines)
+    width = max(ln.x1 for ln in text_lines) - x_min
     out: list[Line] = []
     segment: list[Line] = []
-    spanning_run: list[Line] = []
+    wide_run: list[Line] = []
 
-    def crosses(ln: Line) -> bool:
-        return ln.x0 < gutter - 1 and ln.x1 > gutter + 1
-
-    def flush_columns() -> None:
-        if segment:
+    def flush_segment() -> None:
+        if not segment:
+            return
+        gutter = find_gutter(segment)
+        if gutter is None:
+            out.extend(merge_rows(segment))
+        else:
             out.extend(reading_order([ln for ln in segment if (ln.x0 + ln.x1) / 2 < gutter], depth + 1))
             out.extend(reading_order([ln for ln in segment if (ln.x0 + ln.x1) / 2 >= gutter], depth + 1))
-            segment.clear()
+        segment.clear()
 
-    for ln in ordered:
-        if crosses(ln):
-            flush_columns()
-            spanning_run.append(ln)
+    # Full-width lines (and tables) separate column runs; so does anything on the same row as one
+    # (a bullet beside its line).
+    wide = [ln for ln in lines if ln.x1 - ln.x0 >= 0.6 * width]
+    wide_ids = {id(ln) for ln in wide}
+    for ln in lines:
+        if id(ln) not in wide_ids and any(w.y0 <= ln.yc <= w.y1 for w in wide if w.table < 0):
+            wide_ids.add(id(ln))
+    for ln in sorted(lines, key=lambda item: item.y0 if item.table >= 0 else item.yc):
+        if id(ln) in wide_ids:
+            flush_segment()
+            wide_run.append(ln)
         else:
-            if spanning_run:
-                out.extend(merge_rows(spanning_run))
-                spanning_run.clear()
+            if wide_run:
+                out.extend(merge_rows(wide_run))
+                wide_run.clear()
             segment.append(ln)
-    flush_columns()
-    if spanning_run:
-        out.extend(merge_rows(spanning_run))
+    flush_segment()
+    if wide_run:
+        out.extend(merge_rows(wide_run))
     return out
 
 
@@ -218,7 +239,7 @@ def band_rows(lines: Sequence[Line], page_height: float) -> list[tuple[Line, lis
     """Candidate running-header rows, with the lines that make them: up to 3 rows in the top and
     bottom bands of the page, and always the first and last 2 rows (HTML-to-PDF filings print their
     footer right under the content, far from the page edge)."""
-    text_lines = sorted((ln for ln in lines if ln.table < 0 and ln.text), key=lambda item: item.yc)
+    text_lines = sorted((ln for ln in lines if ln.table < 0 and ln.text and ln.axis), key=lambda item: item.yc)
     rows: list[list[Line]] = []
     for ln in text_lines:
         if rows and ln.y0 < max(r.y1 for r in rows[-1]) - 0.5 * ln.height:
@@ -233,7 +254,8 @@ def band_rows(lines: Sequence[Line], page_height: float) -> list[tuple[Line, lis
             picked.append(i)
         elif (i < 2 or i >= len(rows) - 2) and sum(len(r.text) for r in row) <= 60:
             picked.append(i)  # outside the bands only a short line can be a running header
-    return [(_merge_row(list(rows[i])), rows[i]) for i in picked]
+    side = [(ln, [ln]) for ln in lines if not ln.axis and ln.text and len(ln.text) <= 80]
+    return [(_merge_row(list(rows[i])), rows[i]) for i in picked] + side
 
 
 def header_keys(pages: Iterable[tuple[Sequence[Line], float]]) -> set[str]:
@@ -282,6 +304,9 @@ def typical_leading(rows: Sequence[Line]) -> float:
 _LIST_MARKER_RE = re.compile(r"^(?:[•▪◦●■\-–*]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|\([ivx]{1,4}\))\s")
 
 
+_BULLET_RE = re.compile(r"^(?:[•▪◦●■‣–\-*]|\(\w{1,3}\))\s")
+
+
 def _continues(prev: Line, cur: Line, body_size: float, leading: float, first: Line | None = None) -> bool:
     if prev.table >= 0 or cur.table >= 0:
         return False
@@ -289,14 +314,21 @@ def _continues(prev: Line, cur: Line, body_size: float, leading: float, first: L
         return False
     size = max(prev.size, cur.size)
     gap = cur.y0 - prev.y1
-    if gap < -0.5 * cur.height or gap > leading + 0.45 * size:
+    if gap < -0.5 * cur.height:
+        return False
+    if is_heading_style(prev, body_size) and abs(prev.size - cur.size) <= 0.5:
+        # A heading wrapped over lines: ragged or centred lines with their own spacing.
+        left_aligned = abs(cur.x0 - prev.x0) <= 2 * size
+        centred = abs((cur.x0 + cur.x1) - (prev.x0 + prev.x1)) <= 4 * size
+        return gap <= 0.8 * size and (left_aligned or centred)
+    if gap > leading + 0.45 * size:
         return False
     hanging = first is not None and bool(_LIST_MARKER_RE.match(first.text)) and cur.x0 <= first.x0 + 4 * size
     if cur.x0 > prev.x0 + 1.2 * size and not hanging:  # the first line of a new, indented paragraph
         return False
     if cur.x0 < prev.x0 - 3 * size:  # jumped back left: another region
         return False
-    if " … " in prev.text:  # a table-of-contents entry
+    if " … " in prev.text or _BULLET_RE.match(cur.text):  # a table-of-contents entry; a new list item
         return False
     if prev.text.endswith("-") and cur.text[:1].islower():  # a hyphenated word continues
         return True
@@ -370,7 +402,3 @@ def body_size(size_chars: Counter[float]) -> float:
         if seen * 2 >= total:
             return size
     return 10.0
-
-
-def ends_sentence(text: str) -> bool:
-    return text.rstrip().endswith(_SENTENCE_END)

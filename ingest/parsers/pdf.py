@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +24,14 @@ from ingest.parsers.layout import (
     Paragraph,
     body_size,
     build_paragraphs,
+    header_keys,
     heading_candidate,
     heading_level,
     heading_sizes,
-    header_keys,
     reading_order,
     split_header,
 )
-from ingest.parsers.tables import FoundTable, find_tables, rows_to_markdown, table_region
+from ingest.parsers.tables import FoundTable, grid_tables, rows_to_markdown
 from ingest.parsers.textclean import clean_line, strip_bad_glyphs, text_quality
 from rag.errors import (
     CorruptDocument,
@@ -47,19 +48,21 @@ MAX_SIDE_PT = 200 * 72  # the PDF spec's largest page side (200 inches)
 MAX_LINES_PER_PAGE = 20_000  # bound the work on pathological pages
 _IMAGE_COVER = 0.3  # a near-textless page whose images cover this share of it is a scan
 _BOLD_RE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)
-_PAGE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, IndexError)
-
-
-def _pymupdf() -> Any:
+def _load_pymupdf() -> Any:
+    if "pymupdf" not in sys.modules:
+        # PyMuPDF 2.0 imports its optional ONNX layout analyser (pymupdf_layout) on import: ~2 s and
+        # three ONNX sessions in every worker process. citeqa does its own layout: skip it.
+        sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
     import pymupdf
 
-    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_errors(False)  # failures become typed errors, not stderr noise
     pymupdf.TOOLS.mupdf_display_warnings(False)
     return pymupdf
 
 
-def _page_errors() -> tuple[type[BaseException], ...]:
-    return (*_PAGE_ERRORS, _pymupdf().mupdf.FzErrorBase)
+# Imported with the module, so a worker pool that preloads `ingest.parsers.pdf` starts warm.
+pymupdf = _load_pymupdf()
+_PAGE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, IndexError, pymupdf.mupdf.FzErrorBase)
 
 
 @dataclass(slots=True)
@@ -73,7 +76,7 @@ class RawPage:
     tables: list[FoundTable] = field(default_factory=list)
     ocr: bool = False
     garbled: bool = False
-    failed: str = ""
+    note: str = ""  # why the page came out worse than it could (e.g. OCR unavailable)
     size_chars: Counter[float] = field(default_factory=Counter)
 
 
@@ -91,7 +94,6 @@ def open_pdf(path: Path, settings: IngestSettings, password: str | None = None) 
     """Open a PDF after the cheap checks; typed errors for every way it can fail."""
     check_size(path, settings)
     require_pdf(path, read_head(path))
-    pymupdf = _pymupdf()
     try:
         doc = pymupdf.open(str(path), filetype="pdf")
     except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
@@ -122,9 +124,15 @@ def _short(exc: BaseException) -> str:
 _FLAGS = 2 | 64  # TEXT_PRESERVE_WHITESPACE | TEXT_MEDIABOX_CLIP; ligatures expanded, no images
 
 
-def lines_from_dict(data: dict[str, Any]) -> tuple[list[Line], str]:
-    """Positioned lines from `page.get_text("dict")`, and the raw text they were made from."""
+def lines_from_dict(data: dict[str, Any]) -> tuple[list[Line], str, bool]:
+    """Positioned lines from `page.get_text("dict")`, the raw text they were made from, and whether
+    the page's main writing direction is the usual left-to-right.
+
+    Coordinates are turned so that the page's main writing direction runs left to right (a landscape
+    table printed sideways reads like any other page); lines at another angle are marked off-axis.
+    """
     lines: list[Line] = []
+    dirs: list[tuple[float, float]] = []
     raw_parts: list[str] = []
     for block in data.get("blocks", ()):
         if block.get("type", 0) != 0:
@@ -140,15 +148,35 @@ def lines_from_dict(data: dict[str, Any]) -> tuple[list[Line], str]:
                 continue
             main = max(spans, key=lambda s: len(s.get("text", "").strip()))
             bold = sum(
-                len(s.get("text", ""))
-                for s in spans
-                if s.get("flags", 0) & 16 or _BOLD_RE.search(s.get("font", ""))
+                len(s.get("text", "")) for s in spans if s.get("flags", 0) & 16 or _BOLD_RE.search(s.get("font", ""))
             )
             x0, y0, x1, y1 = ln["bbox"]
             lines.append(Line(x0, y0, x1, y1, text, round(float(main.get("size", 10.0)), 1), bold * 2 > len(raw)))
+            cos, sin = ln.get("dir", (1.0, 0.0))
+            dirs.append((round(cos, 1), round(sin, 1)))
             if len(lines) >= MAX_LINES_PER_PAGE:
-                return lines, "\n".join(raw_parts)
-    return lines, "\n".join(raw_parts)
+                break
+    upright = _align(lines, dirs)
+    return lines, "\n".join(raw_parts), upright
+
+
+def _align(lines: list[Line], dirs: list[tuple[float, float]]) -> bool:
+    weight: Counter[tuple[float, float]] = Counter()
+    for ln, d in zip(lines, dirs):
+        weight[d] += len(ln.text)
+    if not weight:
+        return True
+    main = weight.most_common(1)[0][0]
+    cos, sin = main
+    for ln, d in zip(lines, dirs):
+        ln.axis = d == main
+        if main != (1.0, 0.0):  # rotate the frame so the main direction becomes +x
+            xs = [ln.x0, ln.x1]
+            ys = [ln.y0, ln.y1]
+            pts = [(x * cos + y * sin, -x * sin + y * cos) for x in xs for y in ys]
+            ln.x0, ln.x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+            ln.y0, ln.y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    return main == (1.0, 0.0)
 
 
 def _image_cover(page: Any) -> float:
@@ -181,14 +209,17 @@ def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> R
             path, f"page {index + 1} is {rect.width / 72:.0f} x {rect.height / 72:.0f} inches, over 200 inches a side"
         )
     raw = RawPage(index + 1, rect.width, rect.height, [])
-    lines, raw_text = lines_from_dict(page.get_text("dict", flags=_FLAGS))
+    textpage = page.get_textpage(flags=_FLAGS)  # one extraction serves both lines and table words
+    lines, raw_text, upright = lines_from_dict(page.get_text("dict", textpage=textpage))
+    if not upright:  # text runs sideways: the band for running headers is along the other side
+        raw.width, raw.height = rect.height, rect.width
     quality = text_quality(raw_text)
     needs_ocr = quality.garbled or (quality.chars < 50 and _image_cover(page) >= _IMAGE_COVER)
     if needs_ocr and settings.ocr:
         try:
             ocr_lines = _ocr_lines(page)
         except ModelNotAvailable as exc:
-            raw.failed = f"OCR unavailable: {exc}"
+            raw.note = f"OCR unavailable: {exc}"
             ocr_lines = []
         if ocr_lines:
             raw.lines, raw.ocr = ocr_lines, True
@@ -199,12 +230,8 @@ def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> R
                 ln.text = clean_line(strip_bad_glyphs(ln.text))
             lines = [ln for ln in lines if ln.text]
         raw.lines = lines
-        region = table_region(page.get_cdrawings()) if settings.tables and raw.lines else None
-        if region is not None:
-            try:
-                raw.tables = find_tables(page, region)
-            except _page_errors():
-                raw.tables = []  # the finder failed on odd graphics: keep the words as text
+        if settings.tables and raw.lines and upright:
+            raw.tables = grid_tables(page.get_cdrawings(), lambda: page.get_text("words", textpage=textpage))
             if raw.tables:
                 raw.lines = _place_tables(raw.lines, raw.tables)
     for ln in raw.lines:
@@ -231,7 +258,10 @@ def _place_tables(lines: list[Line], tables: list[FoundTable]) -> list[Line]:
 def layout_page(raw: RawPage, stats: DocStats) -> LaidOutPage:
     """Remove running headers, order lines (columns), group them into paragraphs."""
     lines, header = split_header(raw.lines, raw.height, stats.header_keys)
-    return LaidOutPage(raw, build_paragraphs(reading_order(lines), stats.body_size), header)
+    paragraphs = build_paragraphs(reading_order([ln for ln in lines if ln.axis]), stats.body_size)
+    # Side labels and other text at an angle: kept, after the page's running text.
+    paragraphs += [Paragraph([ln], ln.text) for ln in lines if not ln.axis]
+    return LaidOutPage(raw, paragraphs, header)
 
 
 def assemble_page(laid: LaidOutPage, stats: DocStats) -> Page:
@@ -295,13 +325,14 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
         pages: list[Page] = []
         failed: list[int] = []
         garbled: list[int] = []
+        notes: dict[int, str] = {}
         first_error = ""
         for window in _windows(n):
             raws = []
             for i in window:
                 try:
                     raws.append(extract_page(doc, i, settings, name))
-                except _page_errors() as exc:
+                except _PAGE_ERRORS as exc:
                     failed.append(i + 1)
                     first_error = first_error or f"page {i + 1}: {_short(exc)}"
                     raws.append(RawPage(i + 1, 0.0, 0.0, []))
@@ -309,6 +340,8 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
                 sizes.update(raw.size_chars)
                 if raw.garbled:
                     garbled.append(raw.number)
+                if raw.note:
+                    notes[raw.number] = raw.note
             stats = DocStats(body_size=body_size(sizes))
             stats.header_keys = header_keys((r.lines, r.height) for r in raws if r.lines and not r.ocr)
             laid = [layout_page(raw, stats) for raw in raws]
@@ -322,7 +355,11 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
         raise CorruptDocument(name, "damaged or truncated PDF: repaired, but no text could be read from it")
     if not any(p.text.strip() for p in pages):
         hint = "" if settings.ocr else " (OCR is off: ingest.ocr = false)"
-        raise EmptyDocument(name, f"no extractable text on its {n} page(s){hint}")
+        if garbled:
+            what = f"no usable text: the text layer is garbled on {len(garbled)} of its {n} page(s), empty on the rest"
+        else:
+            what = f"no extractable text on its {n} page(s)"
+        raise EmptyDocument(name, what + hint)
     title = _metadata_title(meta) or _first_heading(pages) or path.stem
     return ParsedDocument(
         source=name,
@@ -335,6 +372,7 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
             "ocr_pages": [p.number for p in pages if p.ocr],
             "garbled_pages": garbled,  # text layer garbled and not OCR'd (OCR off or found nothing)
             "failed_pages": failed,
+            "page_notes": notes,
             "repaired": repaired,  # MuPDF rebuilt a broken cross-reference table
         },
     )

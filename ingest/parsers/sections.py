@@ -103,7 +103,10 @@ def build_page(number: int, items: Sequence[Item]) -> Page:
 
 
 def build_pages(items: Sequence[Item], *, split_level: int = 2, page_chars: int = PAGE_CHARS) -> list[Page]:
-    return [build_page(i, group) for i, group in enumerate(paginate(items, split_level=split_level, page_chars=page_chars), 1)]
+    return [
+        build_page(i, group)
+        for i, group in enumerate(paginate(items, split_level=split_level, page_chars=page_chars), 1)
+    ]
 
 
 def first_heading(items: Sequence[Item]) -> str:

@@ -133,7 +133,9 @@ def parse_text(path: Path, settings: IngestSettings, password: str | None = None
     if not any(p.text for p in pages):
         raise EmptyDocument(str(path), "no text in file")
     if len(pages) > settings.max_pages:
-        raise DocumentTooLarge(str(path), f"{len(pages)} pages, over the limit of {settings.max_pages} (ingest.max_pages)")
+        raise DocumentTooLarge(
+            str(path), f"{len(pages)} pages, over the limit of {settings.max_pages} (ingest.max_pages)"
+        )
     return ParsedDocument(
         source=str(path),
         sha256=sha256_bytes(data),
@@ -141,4 +143,3 @@ def parse_text(path: Path, settings: IngestSettings, password: str | None = None
         pages=pages,
         metadata={"format": "markdown" if is_md else "text", "page_unit": unit},
     )
-

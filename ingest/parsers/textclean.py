@@ -17,6 +17,8 @@ _CJK_PUNCT = "\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
 _CJK_GAP_RE = re.compile(f"(?<=[{_HAN}{_CJK_PUNCT}]) +(?=[{_HAN}{_CJK_PUNCT}])")
 _LEADER_RE = re.compile(r"\s*[.·•…．]{4,}\s*|\s*(?:\. ){3,}\.?\s*")  # table-of-contents dot leaders
 _PUNCT_RUN_RE = re.compile(r"([^\w\s])\1{2,}")
+_WHITESPACE_RE = re.compile(r"\s+")
+_NOT_ALNUM_RE = re.compile(r"[\W_]+")
 _BAD_RE = re.compile(r"[\ue000-\uf8ff\ufffd]|\(cid:\d+\)")
 _PAGE_NUMBER_RE = re.compile(
     r"^(?:[-–—\s]*\d{1,4}[-–—\s]*|page\s+\d+(?:\s+of\s+\d+)?|第\s*\d+\s*页(?:\s*共\s*\d+\s*页)?|[ivxlc]{1,6})$",
@@ -26,15 +28,19 @@ _PAGE_NUMBER_RE = re.compile(
 
 def clean_line(text: str) -> str:
     """Normalise one extracted line: compatibility forms, control characters, runs of spaces, CJK gaps."""
-    if _COMPAT_RE.search(text):
-        text = _COMPAT_RE.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text)
+    ascii_only = text.isascii()
+    if not ascii_only:
+        if _COMPAT_RE.search(text):
+            text = _COMPAT_RE.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text)
+        if "\u00ad" in text:
+            if text.endswith("\u00ad"):  # a soft hyphen at a line end is a hyphenated break
+                text = text[:-1] + "-"
+            text = text.replace("\u00ad", "")
     text = _CONTROL_RE.sub("", text)
-    if text.endswith("\u00ad"):  # a soft hyphen at a line end is a hyphenated break
-        text = text[:-1] + "-"
-    text = text.replace("\u00ad", "")
-    text = _LEADER_RE.sub(" … ", text)
+    if "...." in text or ". . ." in text or not ascii_only:
+        text = _LEADER_RE.sub(" … ", text)
     text = _SPACES_RE.sub(" ", text).strip()
-    return _CJK_GAP_RE.sub("", text)
+    return text if ascii_only else _CJK_GAP_RE.sub("", text)
 
 
 def strip_bad_glyphs(text: str) -> str:
@@ -73,7 +79,7 @@ class TextQuality:
 
 def text_quality(text: str) -> TextQuality:
     text = _PUNCT_RUN_RE.sub("", text)  # leaders and rules are not a sign of a broken font
-    chars = sum(1 for ch in text if not ch.isspace())
+    chars = len(_WHITESPACE_RE.sub("", text))
     bad = len(_BAD_RE.findall(text))
-    alnum = sum(1 for ch in text if ch.isalnum() and not ("\ue000" <= ch <= "\uf8ff"))
+    alnum = len(_NOT_ALNUM_RE.sub("", text))  # private-use glyphs are not \w
     return TextQuality(chars=chars, bad=bad, alnum=alnum)

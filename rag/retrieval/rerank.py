@@ -13,12 +13,15 @@ class CrossEncoderReranker:
     """Re-scores (query, chunk) pairs with a cross-encoder; loaded once, used under a lock."""
 
     def __init__(self, name_or_path: str, max_length: int = 512) -> None:
+        local = name_or_path.startswith(("/", ".", "~")) or "\\" in name_or_path
+        if local and not Path(name_or_path).expanduser().exists():
+            raise ModelNotAvailable(f"reranker {name_or_path!r}: no such local folder (set retrieval.reranker to a cross-encoder folder)")
         try:
             from sentence_transformers import CrossEncoder
         except ImportError as exc:  # pragma: no cover - a base dependency
             raise ModelNotAvailable("the reranker needs sentence-transformers: pip install sentence-transformers") from exc
         try:
-            self._model = CrossEncoder(name_or_path, max_length=max_length, device="cpu")
+            self._model = CrossEncoder(str(Path(name_or_path).expanduser()) if local else name_or_path, max_length=max_length, device="cpu")
         except (OSError, ValueError) as exc:
             hint = "" if Path(name_or_path).exists() else " (no such local folder; model hubs are offline)"
             raise ModelNotAvailable(f"reranker {name_or_path!r} cannot be loaded{hint}: {exc}") from exc

@@ -240,16 +240,44 @@ class PgvectorStore:
         self.dim = manifest.dim
         self._pool = pool
         self._closed = False
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        """A pooled connection inside one transaction (committed on success, rolled back on error)."""
+        """A pooled connection inside one transaction (committed on success, rolled back on error).
+
+        Inside `snapshot()` the thread's pinned connection is reused, so every read sees one snapshot.
+        """
         if self._closed:
             raise KnowledgeBaseError(f"knowledge base {self.name!r} is closed")
+        pinned = getattr(self._local, "conn", None)
+        if pinned is not None:
+            with pinned.transaction():  # a savepoint inside the snapshot's transaction
+                yield pinned
+            return
         with self._pool.connection() as conn:
             with conn.transaction():
                 yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Make every read in this block (this thread) see one consistent database snapshot.
+
+        A hybrid search runs a dense and a keyword query; without a snapshot a writer committing in
+        between can make the two see different versions of a document. Nested calls are no-ops.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
 
     def _sql(self, statement: str) -> str:
         return statement.replace("{s}", self.schema)
@@ -529,8 +557,9 @@ class PgvectorStore:
     def hybrid_search(
         self, query: str, vector: np.ndarray, k: int, flt: SearchFilter | None = None, *, candidates: int = 40, rrf_k: int = 60
     ) -> list[Hit]:
-        """Dense + keyword fused by reciprocal rank (what rag.retrieval does, in one call)."""
-        return rrf_fuse([self.dense_search(vector, candidates, flt), self.keyword_search(query, candidates, flt)], k, rrf_k)
+        """Dense + keyword from one snapshot, fused by reciprocal rank (what rag.retrieval does, in one call)."""
+        with self.snapshot():
+            return rrf_fuse([self.dense_search(vector, candidates, flt), self.keyword_search(query, candidates, flt)], k, rrf_k)
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         if not chunk_ids:

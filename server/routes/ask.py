@@ -73,7 +73,7 @@ async def ask(body: AskRequest, request: Request) -> Any:
                 elif item:
                     yield sse("token", {"text": item})
             yield sse("done", {})
-        except Exception as exc:  # headers are sent: the error travels as an event
+        except Exception as exc:  # noqa: BLE001 - headers are sent: the error travels as an event
             yield error_event(exc)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

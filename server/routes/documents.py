@@ -13,8 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag.errors import DocumentNotFound, InvalidRequest, PayloadTooLarge
 from rag.records import DocumentInfo
 from server.auth import require_api_key
-from server.deps import existing_kb, get_jobs, get_state, kb_name
-from server.jobs import JobManager
+from server.deps import JobsDep, StateDep, existing_kb, get_jobs, get_state, kb_name
 from server.schemas import ERRORS, DocumentList, DocumentOut, JobOut, UploadResponse
 from server.state import AppState
 from server.uploads import SavedFile, check_extension, sanitize_filename, save_upload
@@ -131,19 +130,19 @@ async def upload(kb: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("", response_model=DocumentList, summary="List the documents of a knowledge base")
-def list_documents(kb: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+def list_documents(kb: str, state: StateDep) -> dict[str, Any]:
     kb = existing_kb(state, kb)
     docs = sorted(state.store(kb).list_documents(), key=lambda d: d.added_at, reverse=True)
     return {"kb": kb, "documents": [document_out(d) for d in docs]}
 
 
 @router.get("/{doc_id}", response_model=DocumentOut, summary="One document")
-def get_document(kb: str, doc_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+def get_document(kb: str, doc_id: str, state: StateDep) -> dict[str, Any]:
     return document_out(state.store(existing_kb(state, kb)).get_document(doc_id))
 
 
 @router.delete("/{doc_id}", summary="Remove a document (and its uploaded file)")
-def delete_document(kb: str, doc_id: str, state: AppState = Depends(get_state)) -> dict[str, str]:
+def delete_document(kb: str, doc_id: str, state: StateDep) -> dict[str, str]:
     kb = existing_kb(state, kb)
     store = state.store(kb)
     info = store.get_document(doc_id)
@@ -163,7 +162,7 @@ def delete_document(kb: str, doc_id: str, state: AppState = Depends(get_state)) 
     summary="Parse, chunk and embed a document again from its original file (a background job)",
 )
 def reingest(
-    kb: str, doc_id: str, state: AppState = Depends(get_state), jobs: JobManager = Depends(get_jobs)
+    kb: str, doc_id: str, state: StateDep, jobs: JobsDep
 ) -> dict[str, Any]:
     kb = existing_kb(state, kb)
     store = state.store(kb)

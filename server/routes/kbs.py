@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, status
 
 from rag.errors import KnowledgeBaseExists
 from server.auth import require_api_key
-from server.deps import existing_kb, get_state, kb_name
+from server.deps import StateDep, existing_kb, kb_name
 from server.schemas import ERRORS, KBCreate, KBList, KBStats
 from server.state import AppState
 
@@ -22,7 +22,7 @@ def kb_stats(state: AppState, kb: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KBStats, summary="Create a knowledge base")
-def create_kb(body: KBCreate, state: AppState = Depends(get_state)) -> dict[str, Any]:
+def create_kb(body: KBCreate, state: StateDep) -> dict[str, Any]:
     from rag.kb import kb_exists
 
     kb = kb_name(state, body.name)
@@ -33,18 +33,18 @@ def create_kb(body: KBCreate, state: AppState = Depends(get_state)) -> dict[str,
 
 
 @router.get("", response_model=KBList, summary="List knowledge bases with their sizes")
-def list_all(state: AppState = Depends(get_state)) -> dict[str, Any]:
+def list_all(state: StateDep) -> dict[str, Any]:
     from rag.kb import list_kbs
 
     return {"kbs": [kb_stats(state, kb) for kb in list_kbs(state.settings)], "default": state.settings.paths.default_kb}
 
 
 @router.get("/{kb}", response_model=KBStats, summary="A knowledge base's stats (documents, chunks, embedder...)")
-def stats(kb: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+def stats(kb: str, state: StateDep) -> dict[str, Any]:
     return kb_stats(state, existing_kb(state, kb))
 
 
 @router.delete("/{kb}", summary="Delete a knowledge base, its indexes and its uploaded files")
-def delete_kb(kb: str, state: AppState = Depends(get_state)) -> dict[str, str]:
+def delete_kb(kb: str, state: StateDep) -> dict[str, str]:
     state.remove_kb(existing_kb(state, kb))
     return {"deleted": kb}

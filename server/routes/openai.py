@@ -26,7 +26,7 @@ from rag.errors import InvalidRequest
 from rag.records import Answer
 from server.answering import answer, answer_payload, history_from, stream_answer
 from server.auth import require_api_key
-from server.deps import existing_kb, get_state
+from server.deps import StateDep, existing_kb, get_state
 from server.routes.ask import SSE_HEADERS, error_event
 from server.schemas import ERRORS, ChatCompletion, ChatCompletionRequest, ModelList
 from server.state import AppState
@@ -59,7 +59,7 @@ def _usage(state: AppState, result: Answer) -> dict[str, int]:
 
 
 @router.get("/models", response_model=ModelList, summary="Knowledge bases as models ('citeqa:<kb>')")
-def models(state: AppState = Depends(get_state)) -> dict[str, Any]:
+def models(state: StateDep) -> dict[str, Any]:
     from rag.kb import list_kbs
 
     now = int(time.time())
@@ -119,7 +119,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                     )
                 elif item:
                     yield chunk({"content": item})
-        except Exception as exc:  # headers are out: report in-band like OpenAI servers do
+        except Exception as exc:  # noqa: BLE001 - headers are out: report in-band like OpenAI servers do
             yield "data: " + error_event(exc).split("data: ", 1)[1]
         yield "data: [DONE]\n\n"
 

@@ -9,8 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.auth import require_api_key
-from server.deps import get_state
-from server.state import AppState
+from server.deps import StateDep
 
 open_router = APIRouter(tags=["operations"])
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
@@ -26,11 +25,11 @@ def healthz() -> dict[str, str]:
     summary="Readiness: 200 once the embedder and the LLM are loaded, 503 before",
     responses={503: {"description": "Models still loading or failed to load"}},
 )
-def readyz(state: AppState = Depends(get_state)) -> Any:
+def readyz(state: StateDep) -> Any:
     body = state.readiness()
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(state: AppState = Depends(get_state)) -> Response:
+def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Query, Response
 
 from rag.errors import CiteqaError
 from server.auth import require_api_key
-from server.deps import existing_kb, get_state
+from server.deps import StateDep, existing_kb
 from server.render import render_page_png
 from server.routes.documents import original_file
 from server.schemas import ERRORS
-from server.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["documents"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
@@ -24,10 +25,10 @@ router = APIRouter(prefix="/v1", tags=["documents"], dependencies=[Depends(requi
 def page_png(
     doc_id: str,
     page: int,
-    kb: str | None = Query(None, description="Knowledge base (default: paths.default_kb)."),
-    highlight: str | None = Query(None, max_length=4000, description="Text to highlight (a citation's quote)."),
-    zoom: float = Query(1.5, gt=0.2, le=4.0, description="Scale factor (1 = 72 dpi)."),
-    state: AppState = Depends(get_state),
+    state: StateDep,
+    kb: Annotated[str | None, Query(description="Knowledge base (default: paths.default_kb).")] = None,
+    highlight: Annotated[str | None, Query(max_length=4000, description="Text to highlight (a citation's quote).")] = None,
+    zoom: Annotated[float, Query(gt=0.2, le=4.0, description="Scale factor (1 = 72 dpi).")] = 1.5,
 ) -> Response:
     store = state.store(existing_kb(state, kb))
     info = store.get_document(doc_id)

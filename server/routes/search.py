@@ -8,15 +8,14 @@ from fastapi import APIRouter, Depends
 
 from rag.protocols import SearchFilter
 from server.auth import require_api_key
-from server.deps import existing_kb, get_state
+from server.deps import StateDep, existing_kb
 from server.schemas import ERRORS, SearchRequest, SearchResponse
-from server.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["search and ask"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieve the best chunks for a query")
-def search(body: SearchRequest, state: AppState = Depends(get_state)) -> dict[str, Any]:
+def search(body: SearchRequest, state: StateDep) -> dict[str, Any]:
     from rag.retrieval import hit_to_dict
 
     kb = existing_kb(state, body.kb)

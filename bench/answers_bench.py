@@ -1,0 +1,240 @@
+"""Grounded-answer benchmark with the default model (Qwen2.5-Coder-1.5B) over ../shared/bench.
+
+Ingests a subset of the bench documents (small ones: embedding is the slow part), asks ≥ 40 bench
+questions in Chinese and English plus the unanswerable questions in bench/unanswerable.jsonl, and
+reports:
+  - share of answerable questions answered with ≥ 1 verified citation
+  - share of shown citations whose quote is on the cited page — checked twice: exactly against the
+    store's page text (page_text[char_start:char_end] == quote) and independently against the PDF
+    page re-extracted with PyMuPDF (letters/digits only, so whitespace and de-hyphenation do not count)
+  - share of citations on a gold evidence page (where the bench gives evidence pages)
+  - refusal rate on unanswerable questions (goal ≥ 90%)
+  - false-refusal rate on answerable questions whose evidence was retrieved (goal ≤ 15%)
+  - time to first token, tokens/s, prompt tokens per answer
+
+Results go to bench/out/answers_bench.jsonl (one line per question, resumable) and
+bench/out/answers_bench_summary.{json,md} (rewritten after every question, so a cut-short run still
+reports). Run: nohup .venv/bin/python bench/answers_bench.py > bench/out/answers_bench.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BENCH = REPO.parent / "shared" / "bench"
+OUT = REPO / "bench" / "out"
+ZH_DOCS = ["cmrc2018_zhwiki_vol01.pdf", "cmrc2018_zhwiki_vol02.pdf", "cmrc2018_zhwiki_vol03.pdf"]
+EN_DOCS = [
+    "financebench__ULTABEAUTY_2023Q4_EARNINGS.pdf",
+    "financebench__JOHNSON_JOHNSON_2023_8K_dated-2023-08-30.pdf",
+    "financebench__BESTBUY_2024Q2_10Q.pdf",
+    "docugami_10q__2023_Q3_AAPL.pdf",
+    "financebench__MGMRESORTS_2022Q4_EARNINGS.pdf",
+    "docugami_10q__2023_Q3_NVDA.pdf",
+]
+KB = "answers_bench"
+
+
+def _norm(text: str) -> str:
+    return "".join(re.findall(r"\w", text)).lower()
+
+
+def load_questions(limit_zh: int, limit_en: int) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (BENCH / "questions.jsonl").open(encoding="utf-8")]
+    zh = [q for q in rows if q["doc"] in ZH_DOCS and q["answerable"]][:limit_zh]
+    en = [q for q in rows if q["doc"] in EN_DOCS and q["answerable"]][:limit_en]
+    unans = [json.loads(line) for line in (REPO / "bench" / "unanswerable.jsonl").open(encoding="utf-8")]
+    unans += [q for q in rows if q["doc"] in ZH_DOCS + EN_DOCS and not q["answerable"]]
+    for q in unans:
+        q["kind"] = "unanswerable"
+    for q in zh + en:
+        q["kind"] = "answerable"
+    # interleave so a run cut short still covers both languages and the unanswerable set
+    ordered: list[dict[str, Any]] = []
+    for i in range(max(len(zh), len(en), len(unans))):
+        for group in (zh, en, unans):
+            if i < len(group):
+                ordered.append(group[i])
+    return ordered
+
+
+def ingest(settings, embedder, store) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    paths = [BENCH / "docs" / name for name in ZH_DOCS + EN_DOCS]
+    from ingest.pipeline import ingest_paths
+
+    summary = ingest_paths(paths, store, embedder, settings)
+    return summary.to_json()
+
+
+def pdf_pages(name: str) -> list[str]:
+    import pymupdf
+
+    with pymupdf.open(str(BENCH / "docs" / name)) as doc:
+        return [_norm(page.get_text()) for page in doc]
+
+
+def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    evidence = set(q.get("evidence_pages") or [])
+    sources = [(h.chunk.doc, h.chunk.page_start, h.chunk.page_end, round(h.score, 4)) for h in answer.sources]
+    if evidence:
+        retrieved = any(d == q["doc"] and any(p in evidence for p in range(ps, pe + 1)) for d, ps, pe, _ in sources)
+    else:
+        retrieved = any(d == q["doc"] for d, *_ in sources)
+    cites = []
+    for c in answer.citations:
+        exact = store.page_text(c.doc_id, c.page)[c.char_start : c.char_end] == c.quote
+        if c.doc not in pdf_cache:
+            pdf_cache[c.doc] = pdf_pages(c.doc)
+        pages = pdf_cache[c.doc]
+        on_pdf = 1 <= c.page <= len(pages) and _norm(c.quote) in pages[c.page - 1]
+        cites.append(
+            {
+                "n": c.n, "doc": c.doc, "page": c.page, "quote": c.quote, "char_start": c.char_start,
+                "char_end": c.char_end, "exact_on_page": exact, "on_pdf_page": on_pdf,
+                "evidence_page": (c.doc == q["doc"] and c.page in evidence) if evidence else None,
+            }
+        )
+    gold = str(q.get("answer", ""))
+    return {
+        "id": q["id"], "language": q.get("language"), "kind": q["kind"], "question": q["question"], "doc": q["doc"],
+        "gold": gold[:300], "answer": answer.text, "refused": answer.refused, "citations": cites,
+        "unsupported": answer.unsupported, "sources": sources, "evidence_retrieved": retrieved,
+        "gold_in_answer": bool(gold) and len(gold) <= 40 and _norm(gold) in _norm(answer.text),
+        "timings": answer.timings,
+    }
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def share(num: int, den: int) -> float | None:
+        return round(num / den, 4) if den else None
+
+    ans = [r for r in rows if r["kind"] == "answerable"]
+    una = [r for r in rows if r["kind"] == "unanswerable"]
+    cites = [c for r in rows if not r["refused"] for c in r["citations"]]
+    with_ev = [r for r in ans if r["evidence_retrieved"]]
+    ev_cites = [c for c in cites if c["evidence_page"] is not None]
+    generated = [r for r in rows if "first_token" in r["timings"]]
+
+    def stat(key: str) -> dict[str, float] | None:
+        values = [r["timings"][key] for r in generated if key in r["timings"]]
+        if not values:
+            return None
+        return {"mean": round(statistics.mean(values), 2), "median": round(statistics.median(values), 2), "n": len(values)}
+
+    out: dict[str, Any] = {
+        "questions": len(rows),
+        "answerable": len(ans),
+        "answerable_zh": sum(r["language"] == "zh" for r in ans),
+        "answerable_en": sum(r["language"] == "en" for r in ans),
+        "unanswerable": len(una),
+        "answers_with_verified_citation": share(sum(bool(r["citations"]) and not r["refused"] for r in ans), len(ans)),
+        "citations_shown": len(cites),
+        "citations_exact_on_page": share(sum(c["exact_on_page"] for c in cites), len(cites)),
+        "citations_on_pdf_page": share(sum(c["on_pdf_page"] for c in cites), len(cites)),
+        "citations_on_evidence_page": share(sum(bool(c["evidence_page"]) for c in ev_cites), len(ev_cites)),
+        "refusal_rate_unanswerable": share(sum(r["refused"] for r in una), len(una)),
+        "answerable_with_evidence_retrieved": len(with_ev),
+        "false_refusal_rate_evidence_retrieved": share(sum(r["refused"] for r in with_ev), len(with_ev)),
+        "refusal_rate_answerable_all": share(sum(r["refused"] for r in ans), len(ans)),
+        "gold_short_answer_in_text": share(sum(r["gold_in_answer"] for r in ans), sum(len(r["gold"]) <= 40 for r in ans)),
+        "unsupported_sentences_per_answer": round(statistics.mean([len(r["unsupported"]) for r in rows]), 3) if rows else None,
+        "first_token_s": stat("first_token"),
+        "tokens_per_s": stat("tokens_per_s"),
+        "prompt_tokens": stat("prompt_tokens"),
+        "completion_tokens": stat("completion_tokens"),
+        "total_s": stat("total"),
+        "retrieve_s": stat("retrieve"),
+    }
+    for lang in ("zh", "en"):
+        sub = [r for r in ans if r["language"] == lang]
+        out[f"answers_with_verified_citation_{lang}"] = share(sum(bool(r["citations"]) and not r["refused"] for r in sub), len(sub))
+    return out
+
+
+def write_summary(rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    summary = {**extra, **summarize(rows)}
+    (OUT / "answers_bench_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    lines = ["# answers bench", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary.items()]
+    (OUT / "answers_bench_summary.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--zh", type=int, default=24, help="answerable Chinese questions")
+    parser.add_argument("--en", type=int, default=20, help="answerable English questions")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "indexes" / "_models")
+    parser.add_argument("--home", type=Path, default=OUT / "answers_home")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    parser.add_argument("--prompt-cache", action="store_true", help="give llama.cpp a RAM prompt cache (see rag.pipeline)")
+    parser.add_argument("--fresh", action="store_true", help="ignore earlier results in answers_bench.jsonl")
+    args = parser.parse_args()
+
+    from rag.embedders import make_embedder
+    from rag.kb import open_kb
+    from rag.llm import make_generator
+    from rag.llm.models import prepare_qwen
+    from rag.pipeline import QAPipeline, enable_prompt_cache
+    from rag.settings import apply_offline_defaults, load_settings
+
+    apply_offline_defaults()
+    OUT.mkdir(parents=True, exist_ok=True)
+    model = prepare_qwen(args.models_dir)
+    settings = load_settings(overrides={"paths.home": args.home, "llm.name": str(model), "llm.threads": args.threads})
+    embedder = make_embedder(settings.embedder)
+    store = open_kb(settings, KB, embedder, create=True)
+    t = time.perf_counter()
+    ingest_summary = ingest(settings, embedder, store)
+    extra: dict[str, Any] = {
+        "model": model.name, "embedder": embedder.id, "ingest": ingest_summary, "ingest_s": round(time.perf_counter() - t, 1),
+        "settings": {"top_k": settings.retrieval.top_k, "min_score": settings.retrieval.min_score,
+                     "context_tokens": settings.llm.context_tokens, "max_answer_tokens": settings.llm.max_answer_tokens},
+    }
+    print("ingested", json.dumps(extra, ensure_ascii=False), flush=True)
+    generator = make_generator(settings)
+    extra["prompt_cache"] = enable_prompt_cache(generator) if args.prompt_cache else False
+    pipeline = QAPipeline(store, embedder, generator, settings)
+
+    results = OUT / "answers_bench.jsonl"
+    rows: list[dict[str, Any]] = []
+    if results.exists() and not args.fresh:
+        rows = [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
+    done = {r["id"] for r in rows}
+    pdf_cache: dict[str, list[str]] = {}
+    questions = load_questions(args.zh, args.en)
+    with results.open("a" if not args.fresh else "w", encoding="utf-8") as fh:
+        for i, q in enumerate(questions, 1):
+            if q["id"] in done:
+                continue
+            answer = pipeline.ask(q["question"])
+            row = evaluate(q, answer, store, pdf_cache)
+            rows.append(row)
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            t = answer.timings
+            print(
+                f"[{i}/{len(questions)}] {q['kind'][:5]} {q.get('language')} refused={answer.refused} "
+                f"cites={len(answer.citations)} ttft={t.get('first_token', 0):.1f}s total={t.get('total', 0):.1f}s "
+                f"prompt={t.get('prompt_tokens', 0):.0f} | {answer.text[:100]!r}",
+                flush=True,
+            )
+            write_summary(rows, extra)
+    summary = write_summary(rows, extra)
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
