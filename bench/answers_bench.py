@@ -33,14 +33,13 @@ sys.path.insert(0, str(REPO))
 
 BENCH = REPO.parent / "shared" / "bench"
 OUT = REPO / "bench" / "out"
-ZH_DOCS = ["cmrc2018_zhwiki_vol01.pdf", "cmrc2018_zhwiki_vol02.pdf", "cmrc2018_zhwiki_vol03.pdf"]
+# Small documents only: on the shared 2-core machine embedding ran at ~0.15 chunks/s under load.
+ZH_DOCS = [f"cmrc2018_zhwiki_vol0{i}.pdf" for i in range(1, 5)]
 EN_DOCS = [
     "financebench__ULTABEAUTY_2023Q4_EARNINGS.pdf",
+    "financebench__MGMRESORTS_2022Q4_EARNINGS.pdf",
     "financebench__JOHNSON_JOHNSON_2023_8K_dated-2023-08-30.pdf",
     "financebench__BESTBUY_2024Q2_10Q.pdf",
-    "docugami_10q__2023_Q3_AAPL.pdf",
-    "financebench__MGMRESORTS_2022Q4_EARNINGS.pdf",
-    "docugami_10q__2023_Q3_NVDA.pdf",
 ]
 KB = "answers_bench"
 
@@ -54,7 +53,8 @@ def load_questions(limit_zh: int, limit_en: int) -> list[dict[str, Any]]:
     zh = [q for q in rows if q["doc"] in ZH_DOCS and q["answerable"]][:limit_zh]
     en = [q for q in rows if q["doc"] in EN_DOCS and q["answerable"]][:limit_en]
     unans = [json.loads(line) for line in (REPO / "bench" / "unanswerable.jsonl").open(encoding="utf-8")]
-    unans += [q for q in rows if q["doc"] in ZH_DOCS + EN_DOCS and not q["answerable"]]
+    unans += [q for q in rows if not q["answerable"]]
+    unans = [q for q in unans if q["doc"] in ZH_DOCS + EN_DOCS]
     for q in unans:
         q["kind"] = "unanswerable"
     for q in zh + en:
@@ -172,7 +172,7 @@ def write_summary(rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--zh", type=int, default=24, help="answerable Chinese questions")
+    parser.add_argument("--zh", type=int, default=30, help="answerable Chinese questions")
     parser.add_argument("--en", type=int, default=20, help="answerable English questions")
     parser.add_argument("--models-dir", type=Path, default=REPO / "indexes" / "_models")
     parser.add_argument("--home", type=Path, default=OUT / "answers_home")

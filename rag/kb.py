@@ -26,21 +26,31 @@ def validate_kb_name(name: str) -> str:
     return name
 
 
-def open_kb(settings: Settings, name: str, embedder: Embedder | None = None, *, create: bool = False) -> Store:
+def open_kb(
+    settings: Settings,
+    name: str,
+    embedder: Embedder | None = None,
+    *,
+    create: bool = False,
+    embedder_id: str | None = None,
+    dim: int | None = None,
+) -> Store:
     """Open knowledge base `name`; with create=True make it (and its manifest) when missing.
 
-    With an `embedder`, its id and dim must match the manifest (EmbedderMismatch otherwise). Creating
-    without one builds the configured embedder just to learn its id and dim.
+    With an `embedder` (or an explicit `embedder_id`/`dim`, e.g. when migrating a KB's vectors), they
+    must match the manifest (EmbedderMismatch otherwise). Creating without either builds the
+    configured embedder just to learn its id and dim.
     Raises KnowledgeBaseNotFound when the KB does not exist and create is False.
     """
     validate_kb_name(name)
     backend = get_backend(settings)
-    if embedder is None and create and not backend.exists(settings, name):
+    if embedder is not None:
+        embedder_id, dim = embedder.id, int(embedder.dim)
+    elif embedder_id is None and create and not backend.exists(settings, name):
         from rag.embedders import make_embedder
 
-        embedder = make_embedder(settings.embedder)
-    embedder_id = embedder.id if embedder is not None else None
-    dim = int(embedder.dim) if embedder is not None else None
+        made = make_embedder(settings.embedder)
+        embedder_id, dim = made.id, int(made.dim)
     return backend.open(settings, name, embedder_id=embedder_id, dim=dim, create=create)
 
 

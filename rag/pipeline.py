@@ -30,7 +30,7 @@ UNVERIFIED = {
 STOP = ["<source", "</source>", "\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "<|im_end|>", "<|endoftext|>"]
 REPEAT_WINDOW = 3  # the same sentence this many times in a row ends the generation
 MAX_QUESTION_CHARS = 4000
-PROMPT_CACHE_BYTES = 256 << 20
+PROMPT_CACHE_BYTES = 128 << 20  # counts KV states only; see enable_prompt_cache
 
 
 def is_looping(text: str, window: int = REPEAT_WINDOW) -> bool:
@@ -48,7 +48,8 @@ def enable_prompt_cache(generator: Generator, capacity_bytes: int = PROMPT_CACHE
     798). The RAM cache additionally restores that prefix after an unrelated call such as a follow-up
     rewrite (795 -> 654 tokens). It is off by default because llama-cpp-python 0.3.x copies up to
     n_batch x vocabulary logits with every saved state (~311 MB per call for Qwen2.5's 152k
-    vocabulary), memory its capacity accounting does not count.
+    vocabulary), memory its capacity accounting does not count: with the default 128 MiB capacity
+    and ~2,300-token prompts (~65 MB of KV each) expect about 2 x (65 + 311) MB resident.
     """
     llm = getattr(generator, "_llm", None)
     if llm is None or not hasattr(llm, "set_cache"):

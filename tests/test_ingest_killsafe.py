@@ -80,6 +80,33 @@ def wait_for_start(proc: subprocess.Popen[str]) -> None:
     assert line.startswith("START"), line
 
 
+def group_gone(pgid: int, within_s: float) -> bool:
+    """True once no process is left in process group `pgid` (the runner's session)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not live_members(pgid):
+            return True
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)  # do not leave them behind for the rest of the suite
+    return False
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids in process group `pgid` that are not zombies (read from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
 def snapshot(store: Store) -> dict[str, tuple[list[str], list[tuple[str, str, int, int, int]]]]:
     """{sha256: (paths, [(chunk id, text, page, char_start, char_end)])} via the Store protocol."""
     out = {}
@@ -127,11 +154,18 @@ def test_sigkill_at_random_moments_then_resume_equals_clean_run(tmp_path: Path, 
         for _ in range(k):
             if not proc.stdout.readline().startswith("WROTE"):
                 break
-        time.sleep(rng.uniform(0.0, 0.4 if k else ingest_s * 0.3))
+        # Less than half a document's time after the k-th write, so the run cannot finish first.
+        time.sleep(rng.uniform(0.0, 0.4 * ingest_s / len(clean) if k else 0.3 * ingest_s))
         if proc.poll() is not None:  # it finished before the kill: nothing left to interrupt
             break
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        if kills % 2:
+            # Only the main process, as the OOM killer would: its parser workers must not linger.
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert group_gone(proc.pid, within_s=15), "parser workers outlived the killed ingest"
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as `kill -9 -PGID` / Ctrl-\ would
+            proc.wait(timeout=30)
         kills += 1
         # After every kill the KB opens, and each stored document is complete and identical to clean.
         store = open_home(home)

@@ -85,6 +85,73 @@ def test_two_column_page_reads_left_column_then_right(tmp_path: Path, ingest: In
     assert doc.title == "Two Column Study"
 
 
+def test_three_columns_read_in_order(tmp_path: Path, ingest: IngestSettings) -> None:
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_textbox(pymupdf.Rect(56, 40, 540, 70), "A wide introduction line spans all three columns here.")
+    words = ["apples", "pears", "plums"]
+    for k in (2, 0, 1):  # written out of order on purpose
+        x0 = 56 + k * 165
+        body = " ".join(f"Column {k + 1} sentence {i} is about {words[k]}." for i in range(1, 9))
+        page.insert_textbox(pymupdf.Rect(x0, 90, x0 + 150, 700), body, fontsize=9)
+    path = tmp_path / "three.pdf"
+    doc.save(str(path))
+    text = parse_file(path, ingest).pages[0].text
+    starts = [text.index(f"Column {k} sentence 1 ") for k in (1, 2, 3)]
+    ends = [text.index(f"Column {k} sentence 8 ") for k in (1, 2, 3)]
+    assert text.index("A wide introduction") < starts[0] < ends[0] < starts[1] < ends[1] < starts[2] < ends[2]
+
+
+def test_same_row_fragments_join_and_fake_bold_is_deduplicated() -> None:
+    lines = [
+        Line(56, 100, 120, 110, "Net sales", 10),
+        Line(300, 100, 340, 110, "81,797", 10),
+        Line(56.4, 100.2, 120.4, 110.2, "Net sales", 10),  # printed twice for a bold look
+        Line(56, 120, 90, 130, "营业收入", 10),
+        Line(91, 120, 120, 130, "增长", 10),  # touching CJK fragments: no space
+    ]
+    assert [ln.text for ln in reading_order(lines)] == ["Net sales 81,797", "营业收入增长"]
+
+
+def _unruled_pdf(tmp_path: Path) -> Path:
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_textbox(pymupdf.Rect(56, 60, 540, 100), "Results of operations for the year were as follows.")
+    rows = [
+        ("", "2023", "2022"),
+        ("Net sales", "1,200", "950"),
+        ("Cost of sales", "(700)", "(610)"),
+        ("净利润", "500", "340"),
+    ]
+    for i, (label, a, b) in enumerate(rows):
+        y = 120 + i * 14
+        page.insert_text((56, y), label, fontsize=10, fontname="china-s" if label == "净利润" else "helv")
+        page.insert_text((400, y), a, fontsize=10)
+        page.insert_text((480, y), b, fontsize=10)
+    page.insert_textbox(pymupdf.Rect(56, 190, 540, 240), "Margins improved because costs fell faster than sales.")
+    path = tmp_path / "unruled.pdf"
+    doc.save(str(path))
+    return path
+
+
+def test_unruled_table_of_numbers_becomes_markdown(tmp_path: Path, ingest: IngestSettings) -> None:
+    parsed = parse_file(_unruled_pdf(tmp_path), ingest).pages[0]
+    assert len(parsed.tables) == 1
+    assert parsed.tables[0].markdown == (
+        "|  | 2023 | 2022 |\n|---|---|---|\n| Net sales | 1,200 | 950 |\n| Cost of sales | (700) | (610) |\n"
+        "| 净利润 | 500 | 340 |"
+    )
+    assert [b.kind for b in parsed.blocks] == ["text", "table", "text"]
+    assert parsed.text.endswith("\n\nMargins improved because costs fell faster than sales.")
+
+
+def test_unruled_rows_stay_one_per_line_with_tables_off(tmp_path: Path) -> None:
+    parsed = parse_file(_unruled_pdf(tmp_path), IngestSettings(tables=False)).pages[0]
+    block = next(b for b in parsed.blocks if "Net sales" in b.text)
+    assert block.text == "2023 2022\nNet sales 1,200 950\nCost of sales (700) (610)\n净利润 500 340"
+    assert parsed.text.startswith("Results of operations for the year were as follows.\n\n2023 2022")
+
+
 def test_label_value_rows_are_not_columns() -> None:
     # A label column beside short numbers is a table-like layout, not two text columns.
     lines = []

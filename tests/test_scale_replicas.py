@@ -121,6 +121,9 @@ def test_two_replicas_answer_consistently_while_a_third_process_ingests(fake_set
     settings.store.backend = "pgvector"
     settings.store.url = pg_url
     settings.retrieval.min_score = 0.0
+    # Replicas of the scale profile use a remote OpenAI-compatible LLM (never called by /v1/search);
+    # loading llama.cpp in every replica process would only cost time.
+    settings.llm.name = "openai:http://127.0.0.1:9/v1#none"
     kb = f"shared-{uuid.uuid4().hex[:6]}"
     store = STORES.create("pgvector").open(settings, kb, embedder_id="fake", dim=64, create=True)
     ingest(store, *make_doc("zh.pdf", ZH_PAGES))

@@ -76,7 +76,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def test_health_ready_and_openapi(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")
+    deadline = time.monotonic() + 60  # SmolLM2 loads in the background
+    while (ready := client.get("/readyz")).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert ready.status_code == 200 and ready.json()["ready"] is True
     spec = client.get("/openapi.json").json()
     for path in ["/v1/kbs", "/v1/kbs/{kb}/documents", "/v1/jobs/{job_id}", "/v1/search", "/v1/ask",
@@ -202,6 +204,20 @@ def test_kb_lifecycle_and_conflicts(world: dict[str, Any]) -> None:
     assert r.status_code == 404 and r.json()["error"]["type"] == "KnowledgeBaseNotFound"
 
 
+def test_kb_built_with_another_embedder(world: dict[str, Any]) -> None:
+    from types import SimpleNamespace
+
+    from rag.kb import open_kb
+
+    open_kb(world["settings"], "foreign", SimpleNamespace(id="other-model", dim=8), create=True).close()  # type: ignore[arg-type]
+    client: TestClient = world["client"]
+    listed = {k["name"]: k for k in client.get("/v1/kbs").json()["kbs"]}
+    assert "EmbedderMismatch" in listed["foreign"]["error"] and listed["docs"]["documents"] == 1
+    r = client.get("/v1/kbs/foreign")
+    assert r.status_code == 409 and r.json()["error"]["type"] == "EmbedderMismatch"
+    assert client.delete("/v1/kbs/foreign").status_code == 200
+
+
 def test_error_statuses_are_json(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
     r = client.post("/v1/search", content=b'{"query": "x",', headers={"content-type": "application/json"})
@@ -228,6 +244,18 @@ def test_upload_rejections(world: dict[str, Any]) -> None:
     assert r.status_code == 400
     files_dir = Path(world["settings"].paths.home) / "docs" / "files"
     assert sorted(p.name for p in files_dir.iterdir()) == ["passwd.pdf"]  # nothing half-saved
+
+
+def test_same_name_twice_in_one_upload(world: dict[str, Any]) -> None:
+    client: TestClient = world["client"]
+    r = client.post(
+        "/v1/kbs/dupes/documents",
+        files=[("files", ("a/notes.txt", b"first notes", "text/plain")), ("files", ("b/notes.txt", b"second notes", "text/plain"))],
+        data={"create": "true"},
+    )
+    assert [f["name"] for f in r.json()["files"]] == ["notes.txt", "notes-2.txt"]
+    assert wait_job(client, r.json()["job"]["id"])["summary"]["added"] == 2
+    assert client.delete("/v1/kbs/dupes").status_code == 200
 
 
 def test_upload_size_and_count_limits(tmp_path: Path) -> None:

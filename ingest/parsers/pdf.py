@@ -1,7 +1,8 @@
 """PDF -> ParsedDocument with PyMuPDF: page by page, layout-aware, tables as markdown, OCR fallback.
 
 Per page: extract positioned lines (`extract_page`), judge the text layer (empty / garbled -> OCR),
-find ruled tables where the page's graphics allow one. Per window of up to 200 pages: the body font
+find ruled tables where the page's graphics form a grid (unruled ones are found later, from rows of
+numbers that line up). Per window of up to 200 pages: the body font
 size, the running headers/footers (lines repeated near the top or bottom of >= 40% of pages) and the
 heading sizes. Then each page is laid out (`layout_page`: header removal, columns, paragraphs) and
 assembled (`assemble_page`: text, blocks with offsets, tables). Windows bound memory on huge files.
@@ -31,7 +32,7 @@ from ingest.parsers.layout import (
     reading_order,
     split_header,
 )
-from ingest.parsers.tables import FoundTable, grid_tables, rows_to_markdown
+from ingest.parsers.tables import FoundTable, grid_tables, rows_to_markdown, unruled_table
 from ingest.parsers.textclean import clean_line, strip_bad_glyphs, text_quality
 from rag.errors import (
     CorruptDocument,
@@ -39,6 +40,7 @@ from rag.errors import (
     EmptyDocument,
     EncryptedDocument,
     ModelNotAvailable,
+    ParseError,
 )
 from rag.records import Block, Page, ParsedDocument, Table
 from rag.settings import IngestSettings
@@ -48,6 +50,8 @@ MAX_SIDE_PT = 200 * 72  # the PDF spec's largest page side (200 inches)
 MAX_LINES_PER_PAGE = 20_000  # bound the work on pathological pages
 _IMAGE_COVER = 0.3  # a near-textless page whose images cover this share of it is a scan
 _BOLD_RE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)
+
+
 def _load_pymupdf() -> Any:
     if "pymupdf" not in sys.modules:
         # PyMuPDF 2.0 imports its optional ONNX layout analyser (pymupdf_layout) on import: ~2 s and
@@ -77,6 +81,7 @@ class RawPage:
     ocr: bool = False
     garbled: bool = False
     note: str = ""  # why the page came out worse than it could (e.g. OCR unavailable)
+    find_tables: bool = True  # settings.tables: also turn aligned unruled rows into tables
     size_chars: Counter[float] = field(default_factory=Counter)
 
 
@@ -208,7 +213,7 @@ def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> R
         raise DocumentTooLarge(
             path, f"page {index + 1} is {rect.width / 72:.0f} x {rect.height / 72:.0f} inches, over 200 inches a side"
         )
-    raw = RawPage(index + 1, rect.width, rect.height, [])
+    raw = RawPage(index + 1, rect.width, rect.height, [], find_tables=settings.tables)
     textpage = page.get_textpage(flags=_FLAGS)  # one extraction serves both lines and table words
     lines, raw_text, upright = lines_from_dict(page.get_text("dict", textpage=textpage))
     if not upright:  # text runs sideways: the band for running headers is along the other side
@@ -259,6 +264,12 @@ def layout_page(raw: RawPage, stats: DocStats) -> LaidOutPage:
     """Remove running headers, order lines (columns), group them into paragraphs."""
     lines, header = split_header(raw.lines, raw.height, stats.header_keys)
     paragraphs = build_paragraphs(reading_order([ln for ln in lines if ln.axis]), stats.body_size)
+    for par in paragraphs:
+        if par.data and raw.find_tables:
+            grid = unruled_table([ln.fragments() for ln in par.lines])
+            if grid is not None:  # an unruled table that lines up: a markdown table like a ruled one
+                par.table = len(raw.tables)
+                raw.tables.append(FoundTable(par.bbox, grid))
     # Side labels and other text at an angle: kept, after the page's running text.
     paragraphs += [Paragraph([ln], ln.text) for ln in lines if not ln.axis]
     return LaidOutPage(raw, paragraphs, header)
@@ -318,6 +329,7 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
     doc = open_pdf(path, settings, password)
     name = str(path)
     try:
+        sha256 = sha256_file(path)  # hashed as opened, so the hash names the bytes that were parsed
         n = doc.page_count
         meta = doc.metadata
         repaired = bool(doc.is_repaired)
@@ -347,6 +359,8 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
             laid = [layout_page(raw, stats) for raw in raws]
             stats.heading_sizes = heading_sizes((lp.paragraphs for lp in laid), stats.body_size)
             pages.extend(assemble_page(lp, stats) for lp in laid)
+    except OSError as exc:
+        raise ParseError(name, f"cannot read file ({exc.strerror or exc})") from exc
     finally:
         doc.close()
     if len(failed) == n:
@@ -363,7 +377,7 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
     title = _metadata_title(meta) or _first_heading(pages) or path.stem
     return ParsedDocument(
         source=name,
-        sha256=sha256_file(path),
+        sha256=sha256,
         title=title,
         pages=pages,
         metadata={

@@ -6,6 +6,9 @@ graphics directly: lines, thin rectangles and the borders of shaded cells are me
 horizontal and vertical rules; rules that cross form grids; a word belongs to the grid cell holding
 its centre. A few milliseconds a page, and the page's words are only read where a grid exists.
 On the bench filings this finds the same tables as `find_tables` (and keeps columns it drops).
+
+Tables without ruling (most financial statements) are found from text alignment instead:
+`unruled_table` takes consecutive rows whose fragments line up in columns of numbers.
 """
 
 from __future__ import annotations
@@ -271,3 +274,35 @@ def rows_to_markdown(rows: Sequence[Sequence[str]]) -> tuple[str, str]:
     separator = "|" + "|".join(["---"] * width) + "|"
     header = lines[0] + "\n" + separator
     return "\n".join([lines[0], separator, *lines[1:]]), header
+
+
+def unruled_table(rows: Sequence[Sequence[tuple[float, float, str]]]) -> list[list[str]] | None:
+    """Rows of (x0, x1, text) fragments -> a grid, when they line up in columns of numbers.
+
+    Columns are the gaps that no fragment of any row covers (whitespace projection). At least 3 rows
+    and 2 columns, and most cells right of the first column numeric; otherwise None (keep it as text).
+    """
+    if len(rows) < 3:
+        return None
+    spans: list[list[float]] = []
+    for a, b in sorted((f[0], f[1]) for row in rows for f in row):
+        if spans and a <= spans[-1][1] + 2:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    if len(spans) < 2:
+        return None
+    bounds = [(spans[i][1] + spans[i + 1][0]) / 2 for i in range(len(spans) - 1)]
+    grid = []
+    for row in rows:
+        cells: list[list[str]] = [[] for _ in spans]
+        for x0, x1, text in sorted(row):
+            cells[bisect.bisect_right(bounds, (x0 + x1) / 2)].append(text)
+        grid.append([clean_line(" ".join(c)) for c in cells])
+    grid = _prune(grid)
+    if len(grid) < 3 or len(grid[0]) < 2:
+        return None
+    values = [c for r in grid for c in r[1:] if c]
+    if not values or sum(1 for c in values if _NUMERIC_RE.match(c.replace(" ", ""))) < 0.6 * len(values):
+        return None
+    return grid

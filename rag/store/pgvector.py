@@ -51,6 +51,7 @@ EF_SEARCH_MIN = 64
 EF_SEARCH_MAX = 1000  # pgvector 0.6's upper bound for hnsw.ef_search
 EXACT_FILTER_ROWS = 50_000  # filtered searches over at most this many chunks scan exactly
 MAX_QUERY_TERMS = 32
+KEYWORD_CANDIDATES = 50_000  # rows ranked at most per keyword query
 MAX_POSITIONS = 255  # a tsvector keeps at most 256 positions per lexeme
 _CHUNK_COLUMNS = "c.id, c.doc_id, c.text, c.page_start, c.page_end, c.char_start, c.char_end, c.section, c.token_count, c.ordinal, d.source"
 
@@ -189,8 +190,16 @@ def _ensure_global(conn: Connection) -> None:
     _apply_migrations(conn, "citeqa.migrations", GLOBAL_MIGRATIONS)
 
 
+_VEC_FORMATS: dict[int, str] = {}
+
+
 def _vec_text(v: np.ndarray) -> str:
-    return "[" + ",".join(map(repr, np.asarray(v, dtype=np.float32).ravel().tolist())) + "]"
+    """pgvector's text form; %.9g round-trips float32 exactly (and is 4x faster than repr)."""
+    values = np.asarray(v, dtype=np.float32).ravel().tolist()
+    fmt = _VEC_FORMATS.get(len(values))
+    if fmt is None:
+        fmt = _VEC_FORMATS.setdefault(len(values), "[" + ",".join(["%.9g"] * len(values)) + "]")
+    return fmt % tuple(values)
 
 
 def _quote_lexeme(token: str) -> str:
@@ -521,36 +530,50 @@ class PgvectorStore:
         return _hits(rows, "dense")
 
     def keyword_search(self, query: str, k: int, flt: SearchFilter | None = None) -> list[Hit]:
+        """BM25-like ranking: sum over query terms of idf(term) * ts_rank(tsv, term, length-normalised).
+
+        PostgreSQL has no top-k pruning for full-text ranking, so the candidate set is kept small:
+        rows must contain one of the query's selective terms (document frequency under `cap`);
+        very common terms only add to the score. A query made only of common terms matches rows
+        containing all of them, at most KEYWORD_CANDIDATES of them.
+        """
         terms = list(dict.fromkeys(tokenize(query)))[:MAX_QUERY_TERMS]
         if not terms or k <= 0:
             return []
         where, params = self._filter_sql(flt)
         with self._tx() as conn:
-            total = conn.execute(self._sql("SELECT coalesce(sum(chunks), 0) FROM {s}.documents")).fetchone()[0]
-            if not total:
-                return []
-            # Document frequency per term from the GIN index, for BM25-style idf weights.
-            dfs = conn.execute(
+            # Chunk count and document frequency per term (from the GIN index, counted up to `cap`).
+            rows = conn.execute(
                 self._sql(
-                    "SELECT t, (SELECT count(*) FROM {s}.chunks WHERE tsv @@ t::tsquery) "
+                    "WITH n AS (SELECT coalesce(sum(chunks), 0)::bigint AS total FROM {s}.documents), "
+                    "cap AS (SELECT greatest(1000, least(total / 20, 10000)) AS cap FROM n) "
+                    "SELECT t, (SELECT count(*) FROM (SELECT 1 FROM {s}.chunks WHERE tsv @@ t::tsquery "
+                    "LIMIT (SELECT cap FROM cap)) x), (SELECT total FROM n), (SELECT cap FROM cap) "
                     "FROM unnest(%s::text[]) AS t"
                 ),
                 ([_quote_lexeme(t) for t in terms],),
             ).fetchall()
-            weighted = [(lex, math.log(1 + (total - df + 0.5) / (df + 0.5))) for lex, df in dfs if df > 0]
-            if not weighted:
+            total, cap = int(rows[0][2]), int(rows[0][3])
+            if not total:
                 return []
-            score_sql = " + ".join(f"%s * ts_rank(c.tsv, %s::tsquery, 1)" for _ in weighted)
+            found = [(lex, int(df)) for lex, df, _, _ in rows if df > 0]
+            if not found:
+                return []
+            weighted = [(lex, math.log(1 + (total - df + 0.5) / (df + 0.5))) for lex, df in found]
+            rare = [lex for lex, df in found if df < cap]
+            match = " | ".join(rare) if rare else " & ".join(lex for lex, _ in found)
+            score_sql = " + ".join("%s * ts_rank(c.tsv, %s::tsquery, 1)" for _ in weighted)
             score_params: list[Any] = [x for lex, idf in weighted for x in (idf, lex)]
-            any_query = " | ".join(lex for lex, _ in weighted)
             rows = conn.execute(
                 self._sql(
-                    f"SELECT {_CHUNK_COLUMNS}, ({score_sql}) AS score FROM {{s}}.chunks c "
-                    "JOIN {s}.documents d ON d.id = c.doc_id WHERE c.tsv @@ %s::tsquery "
-                    + (f"AND {where} " if where else "")
+                    f"SELECT {_CHUNK_COLUMNS}, ({score_sql}) AS score FROM "
+                    "(SELECT id, doc_id, text, page_start, page_end, char_start, char_end, section, token_count, "
+                    "ordinal, tsv FROM {s}.chunks WHERE tsv @@ %s::tsquery LIMIT %s) c "
+                    "JOIN {s}.documents d ON d.id = c.doc_id "
+                    + (f"WHERE {where} " if where else "")
                     + "ORDER BY score DESC, c.id LIMIT %s"
                 ),
-                (*score_params, any_query, *params, k),
+                (*score_params, match, KEYWORD_CANDIDATES, *params, k),
             ).fetchall()
         return _hits(rows, "keyword")
 
@@ -658,15 +681,47 @@ class PgvectorStore:
             "disk_bytes": int(size),
         }
 
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Load many documents fast: drop the HNSW index, load, then build it once (in parallel).
+
+        Searches stay correct meanwhile (exact scans), only slower; use for imports and first loads.
+        """
+        with self._tx() as conn:
+            conn.execute(self._sql("DROP INDEX IF EXISTS {s}.chunks_hnsw"))
+        try:
+            yield
+        finally:
+            self._create_hnsw()
+
+    def _create_hnsw(self) -> None:
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                # The whole graph in memory (~1.8 GB at 1M x 384-d); no parallel workers, whose shared
+                # memory segment would not fit a container's default 64 MB /dev/shm.
+                conn.execute("SET maintenance_work_mem = '3GB'")
+                conn.execute("SET max_parallel_maintenance_workers = 0")
+                conn.execute(
+                    self._sql(
+                        "CREATE INDEX IF NOT EXISTS chunks_hnsw ON {s}.chunks USING hnsw (embedding vector_ip_ops) "
+                        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+                    )
+                )
+            finally:
+                conn.autocommit = False
+
     def rebuild_indexes(self) -> None:
         """Rebuild the HNSW and full-text indexes from the stored rows (no re-embedding)."""
         with self._pool.connection() as conn:
             conn.autocommit = True
             try:
-                conn.execute("SET maintenance_work_mem = '1GB'")
+                conn.execute("SET maintenance_work_mem = '3GB'")
+                conn.execute("SET max_parallel_maintenance_workers = 0")
                 conn.execute(self._sql("REINDEX TABLE {s}.chunks"))
             finally:
                 conn.autocommit = False
+        self._create_hnsw()  # in case a bulk load was interrupted before building it
 
     def close(self) -> None:
         self._closed = True

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, status
 
-from rag.errors import KnowledgeBaseExists
+from rag.errors import ConfigError, EmbedderMismatch, KnowledgeBaseExists
 from server.auth import require_api_key
 from server.deps import StateDep, existing_kb, kb_name
 from server.schemas import ERRORS, KBCreate, KBList, KBStats
@@ -36,7 +36,13 @@ def create_kb(body: KBCreate, state: StateDep) -> dict[str, Any]:
 def list_all(state: StateDep) -> dict[str, Any]:
     from rag.kb import list_kbs
 
-    return {"kbs": [kb_stats(state, kb) for kb in list_kbs(state.settings)], "default": state.settings.paths.default_kb}
+    kbs: list[dict[str, Any]] = []
+    for kb in list_kbs(state.settings):
+        try:
+            kbs.append(kb_stats(state, kb))
+        except (EmbedderMismatch, ConfigError) as exc:  # one unusable KB must not hide the others
+            kbs.append({"name": kb, "error": f"{type(exc).__name__}: {exc}"})
+    return {"kbs": kbs, "default": state.settings.paths.default_kb}
 
 
 @router.get("/{kb}", response_model=KBStats, summary="A knowledge base's stats (documents, chunks, embedder...)")

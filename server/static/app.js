@@ -39,6 +39,7 @@ const state = {
   kb: localStorage.getItem("citeqa.kb") || "",
   history: [],
   busy: false,
+  jobs: new Map(), // job id -> {el, job}: re-rendered when the language changes
 };
 
 function t(key) {
@@ -217,6 +218,7 @@ drop.addEventListener("drop", (e) => {
 });
 
 function renderJob(el, job) {
+  state.jobs.set(job.id, { el, job });
   el.className = `job ${job.state}`;
   el.dataset.state = job.state;
   el.innerHTML = "";
@@ -460,6 +462,7 @@ $("#lang-btn").addEventListener("click", () => {
   state.lang = state.lang === "zh" ? "en" : "zh";
   localStorage.setItem("citeqa.lang", state.lang);
   applyLang();
+  for (const { el, job } of state.jobs.values()) renderJob(el, job);
   guard(loadDocs());
 });
 
