@@ -53,25 +53,49 @@ def main() -> None:
     store = open_kb(settings, KB, embedder)
     present = {Path(d.source).name for d in store.list_documents()}
     names = {p.name for p in _docs(False)} & present
-    questions = [q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names]
+    questions = [
+        q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names
+    ]
 
-    def best(text: str) -> float:
-        hits = store.dense_search(embedder.embed_query(text), 1)
-        return hits[0].score if hits else 0.0
+    margins: dict[str, list[float]] = {}
 
-    groups: dict[str, list[float]] = {"answerable_en": [], "answerable_zh": [], "unanswerable": [], "off_topic_en": [], "off_topic_zh": []}
+    def best(text: str, group: str) -> float:
+        hits = store.dense_search(embedder.embed_query(text), 40)
+        if not hits:
+            return 0.0
+        # margin: how far the best chunk stands above the query's "background" similarity
+        background = [h.score for h in hits[10:]] or [h.score for h in hits]
+        margins.setdefault(group, []).append(hits[0].score - float(np.mean(background)))
+        return hits[0].score
+
+    groups: dict[str, list[float]] = {
+        "answerable_en": [],
+        "answerable_zh": [],
+        "unanswerable": [],
+        "off_topic_en": [],
+        "off_topic_zh": [],
+    }
     for q in questions:
         key = f"answerable_{q['language']}" if q["answerable"] else "unanswerable"
-        groups[key].append(best(q["question"]))
+        groups[key].append(best(q["question"], key))
     for text in OFF_TOPIC:
-        groups["off_topic_zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "off_topic_en"].append(best(text))
+        key = "off_topic_zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "off_topic_en"
+        groups[key].append(best(text, key))
     store.close()
 
     answerable = np.array(groups["answerable_en"] + groups["answerable_zh"])
     off = np.array(groups["off_topic_en"] + groups["off_topic_zh"])
-    floor = float(np.floor(np.quantile(answerable, 0.03) * 100) / 100)  # keep >= 97% of answerable questions
+    floor = float(
+        np.floor(np.quantile(answerable, 0.03) * 100) / 100
+    )  # keep >= 97% of answerable questions
     summary = {
-        name: {"n": len(v), "min": min(v), "p5": float(np.quantile(v, 0.05)), "median": float(np.median(v)), "max": max(v)}
+        name: {
+            "n": len(v),
+            "min": min(v),
+            "p5": float(np.quantile(v, 0.05)),
+            "median": float(np.median(v)),
+            "max": max(v),
+        }
         for name, v in groups.items()
         if v
     }
@@ -81,15 +105,32 @@ def main() -> None:
         "chosen_floor": floor,
         "answerable_below_floor": float((answerable < floor).mean()),
         "off_topic_below_floor": float((off < floor).mean()),
-        "off_topic_en_below_floor": float((np.array(groups["off_topic_en"]) < floor).mean()),
-        "off_topic_zh_below_floor": float((np.array(groups["off_topic_zh"]) < floor).mean()),
+        "off_topic_en_below_floor": float(
+            (np.array(groups["off_topic_en"]) < floor).mean()
+        ),
+        "off_topic_zh_below_floor": float(
+            (np.array(groups["off_topic_zh"]) < floor).mean()
+        ),
+        "margin": {
+            name: {"min": min(v), "p5": float(np.quantile(v, 0.05)), "median": float(np.median(v)), "max": max(v)}
+            for name, v in margins.items()
+        },
         "raw": groups,
+        "raw_margin": margins,
     }
-    (OUT / "calibration.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    (OUT / "calibration.json").write_text(
+        json.dumps(result, indent=2, ensure_ascii=False)
+    )
+    for name, m in result["margin"].items():
+        print(f"margin {name:16s} min={m['min']:.3f} p5={m['p5']:.3f} median={m['median']:.3f} max={m['max']:.3f}")
     for name, s in summary.items():
-        print(f"{name:16s} n={s['n']:3d} min={s['min']:.3f} p5={s['p5']:.3f} median={s['median']:.3f} max={s['max']:.3f}")
-    print(f"floor={floor:.2f}: answerable below {result['answerable_below_floor']:.1%}, off-topic caught {result['off_topic_below_floor']:.1%} "
-          f"(en {result['off_topic_en_below_floor']:.1%}, zh {result['off_topic_zh_below_floor']:.1%})")
+        print(
+            f"{name:16s} n={s['n']:3d} min={s['min']:.3f} p5={s['p5']:.3f} median={s['median']:.3f} max={s['max']:.3f}"
+        )
+    print(
+        f"floor={floor:.2f}: answerable below {result['answerable_below_floor']:.1%}, off-topic caught {result['off_topic_below_floor']:.1%} "
+        f"(en {result['off_topic_en_below_floor']:.1%}, zh {result['off_topic_zh_below_floor']:.1%})"
+    )
 
 
 if __name__ == "__main__":

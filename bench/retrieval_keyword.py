@@ -47,7 +47,9 @@ def _fts_db(path: str) -> sqlite3.Connection:
 
     conn = connect(path)
     ensure_schema(conn)
-    conn.execute("INSERT INTO documents(id, sha256, source, added_at) VALUES ('d', 'x', 'd.pdf', 0)")
+    conn.execute(
+        "INSERT INTO documents(id, sha256, source, added_at) VALUES ('d', 'x', 'd.pdf', 0)"
+    )
     return conn
 
 
@@ -61,7 +63,9 @@ def _fts_insert(conn: sqlite3.Connection, docs: list[str], start: int) -> None:
     conn.execute("COMMIT")
 
 
-def _fts_query(conn: sqlite3.Connection, terms: list[str], n: int, k: int, prune: bool) -> list[int]:
+def _fts_query(
+    conn: sqlite3.Connection, terms: list[str], n: int, k: int, prune: bool
+) -> list[int]:
     from rag.store import keyword_fts
 
     if prune:
@@ -70,7 +74,10 @@ def _fts_query(conn: sqlite3.Connection, terms: list[str], n: int, k: int, prune
         expr = " OR ".join(f'"{t}"' for t in terms)
     if not expr:
         return []
-    rows = conn.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?", (expr, k)).fetchall()
+    rows = conn.execute(
+        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+        (expr, k),
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -78,9 +85,17 @@ def latency(n: int, queries: int, k: int) -> dict:
     import bm25s
 
     rng = np.random.default_rng(0)
-    vocab = np.array([f"w{i}" for i in range(50_000)])
-    corpus = [" ".join(row) for row in vocab[np.minimum(rng.zipf(1.1, (n, 60)) - 1, len(vocab) - 1)]]
-    qs = [[str(w) for w in vocab[np.minimum(rng.zipf(1.1, 6) - 1, len(vocab) - 1)]] for _ in range(queries)]
+    from retrieval_scale import _word
+
+    vocab = np.array([_word(i) for i in range(50_000)])
+    corpus = [
+        " ".join(row)
+        for row in vocab[np.minimum(rng.zipf(1.1, (n, 60)) - 1, len(vocab) - 1)]
+    ]
+    qs = [
+        [str(w) for w in vocab[np.minimum(rng.zipf(1.1, 6) - 1, len(vocab) - 1)]]
+        for _ in range(queries)
+    ]
     res: dict = {"n": n, "queries": queries, "k": k}
     with tempfile.TemporaryDirectory() as tmp:
         conn = _fts_db(str(Path(tmp) / "fts.sqlite"))
@@ -97,7 +112,10 @@ def latency(n: int, queries: int, k: int) -> dict:
                 _, w, c = _timed(_fts_query, conn, q, n, k, prune)
                 walls.append(w)
                 cpus.append(c)
-            res[f"fts5{'_pruned' if prune else ''}_query_ms"] = {"wall": _pct(walls), "cpu": _pct(cpus)}
+            res[f"fts5{'_pruned' if prune else ''}_query_ms"] = {
+                "wall": _pct(walls),
+                "cpu": _pct(cpus),
+            }
         conn.close()
 
     tokens = [d.split() for d in corpus]
@@ -108,10 +126,16 @@ def latency(n: int, queries: int, k: int) -> dict:
     t = time.perf_counter()
     again = bm25s.BM25(k1=1.2, b=0.75)
     again.index(tokens + [d.split() for d in extra], show_progress=False)
-    res["bm25s_update_50_ms"] = {"wall": (time.perf_counter() - t) * 1000, "note": "full re-index (no incremental add)"}
+    res["bm25s_update_50_ms"] = {
+        "wall": (time.perf_counter() - t) * 1000,
+        "note": "full re-index (no incremental add)",
+    }
     walls, cpus = [], []
     for q in qs:
-        _, w, c = _timed(lambda qq: retriever.retrieve([qq], k=k, show_progress=False, n_threads=1), q)
+        _, w, c = _timed(
+            lambda qq: retriever.retrieve([qq], k=k, show_progress=False, n_threads=1),
+            q,
+        )
         walls.append(w)
         cpus.append(c)
     res["bm25s_query_ms"] = {"wall": _pct(walls), "cpu": _pct(cpus)}
@@ -120,17 +144,21 @@ def latency(n: int, queries: int, k: int) -> dict:
 
 def quality() -> dict:
     import bm25s
+    from retrieval_quality import BENCH, HOME, KB, _docs
 
     from rag.eval import load_questions, score_rankings
     from rag.store.keyword_fts import query_terms
-    from retrieval_quality import BENCH, HOME, KB, _docs
 
     conn = sqlite3.connect(str(HOME / KB / "kb.sqlite"))
-    rows = conn.execute("SELECT c.rowid, d.source, c.page_start, c.tokens FROM chunks c JOIN documents d ON d.id=c.doc_id ORDER BY c.rowid").fetchall()
+    rows = conn.execute(
+        "SELECT c.rowid, d.source, c.page_start, c.tokens FROM chunks c JOIN documents d ON d.id=c.doc_id ORDER BY c.rowid"
+    ).fetchall()
     n = len(rows)
     meta = {r[0]: (Path(r[1]).name, r[2]) for r in rows}
     names = {Path(r[1]).name for r in rows} & {p.name for p in _docs(False)}
-    questions = [q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names]
+    questions = [
+        q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names
+    ]
     retriever = bm25s.BM25(k1=1.2, b=0.75)
     ids = [r[0] for r in rows]
     retriever.index([r[3].split() for r in rows], show_progress=False)
@@ -147,16 +175,32 @@ def quality() -> dict:
                 docs, _ = retriever.retrieve([known], k=10, show_progress=False)
                 ranked.append([meta[ids[int(i)]] for i in docs[0]])
             else:
-                ranked.append([meta[r] for r in _fts_query(conn, terms, n, 10, name == "fts5_pruned")])
+                ranked.append(
+                    [
+                        meta[r]
+                        for r in _fts_query(conn, terms, n, 10, name == "fts5_pruned")
+                    ]
+                )
         scored = score_rankings(questions, ranked, (1, 5, 10))
         out[name] = {"overall": scored["overall"], "by_language": scored["by_language"]}
-        print(name, json.dumps({k: round(v, 3) for k, v in scored["overall"].items() if isinstance(v, float)}))
+        print(
+            name,
+            json.dumps(
+                {
+                    k: round(v, 3)
+                    for k, v in scored["overall"].items()
+                    if isinstance(v, float)
+                }
+            ),
+        )
     conn.close()
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=["latency", "quality"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
@@ -164,7 +208,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == "latency":
         res = latency(args.n, args.queries, 40)
-        (OUT / f"retrieval_keyword_latency_{args.n}.json").write_text(json.dumps(res, indent=2))
+        (OUT / f"retrieval_keyword_latency_{args.n}.json").write_text(
+            json.dumps(res, indent=2)
+        )
     else:
         res = quality()
         (OUT / "retrieval_keyword_quality.json").write_text(json.dumps(res, indent=2))

@@ -122,7 +122,9 @@ def ingest(all_docs: bool) -> None:
                 if h in cached:
                     vecs[i] = cached[h]
             store.add_document(doc, chunks, vecs)
-            _log(f"{path.name}: {len(doc.pages)} pages, {len(chunks)} chunks, embedded {len(todo)} in {time.perf_counter() - t:.0f}s")
+            _log(
+                f"{path.name}: {len(doc.pages)} pages, {len(chunks)} chunks, embedded {len(todo)} in {time.perf_counter() - t:.0f}s"
+            )
     store.close()
     _log(f"ingest done in {time.perf_counter() - t0:.0f}s")
 
@@ -167,10 +169,15 @@ def baseline(all_docs: bool) -> None:
         vecs = np.zeros((len(texts), emb.e.dim), dtype=np.float32)
         for start in range(0, len(texts), 32):
             vecs[start : start + 32] = emb.e.embed_documents(texts[start : start + 32])
-        metas = [{"source": path.name, "page": int(d.metadata.get("page", 0)) + 1} for d in docs]
+        metas = [
+            {"source": path.name, "page": int(d.metadata.get("page", 0)) + 1}
+            for d in docs
+        ]
         with open(target, "wb") as fh:
             pickle.dump({"texts": texts, "vectors": vecs, "metas": metas}, fh)
-        _log(f"baseline {path.name}: {len(texts)} chunks in {time.perf_counter() - t:.0f}s")
+        _log(
+            f"baseline {path.name}: {len(texts)} chunks in {time.perf_counter() - t:.0f}s"
+        )
     _log(f"baseline done in {time.perf_counter() - t0:.0f}s")
 
 
@@ -188,7 +195,9 @@ def _baseline_index(all_docs: bool):  # type: ignore[no-untyped-def]
         metas += data["metas"]
     matrix = np.concatenate(vecs)
     emb = _LCEmbeddings()
-    return FAISS.from_embeddings(list(zip(texts, matrix.tolist())), emb, metadatas=metas), emb
+    return FAISS.from_embeddings(
+        list(zip(texts, matrix.tolist())), emb, metadatas=metas
+    ), emb
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -200,12 +209,16 @@ def evaluate(all_docs: bool) -> dict:
 
     settings = _settings()
     names = {p.name for p in _docs(all_docs)}
-    questions = [q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names]
+    questions = [
+        q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names
+    ]
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, KB, embedder)
     results: dict[str, dict] = {}
     for mode in ("dense", "keyword", "hybrid"):
-        retr = make_retriever(store, embedder, settings.retrieval.model_copy(update={"mode": mode}))
+        retr = make_retriever(
+            store, embedder, settings.retrieval.model_copy(update={"mode": mode})
+        )
         ranked = []
         for q in questions:
             r = retr.retrieve(q["question"], 10)
@@ -220,22 +233,37 @@ def evaluate(all_docs: bool) -> dict:
         ranked.append([(d.metadata["source"], d.metadata["page"]) for d in docs])
     results["langchain"] = score_rankings(questions, ranked)
     _log(f"langchain: {json.dumps(results['langchain']['overall'])}")
-    report = {"documents": sorted(names), "questions": len(questions), "results": results}
+    report = {
+        "documents": sorted(names),
+        "questions": len(questions),
+        "results": results,
+    }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "retrieval_quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    lines = ["| system | lang | n | page-hit@5 | MRR@10 | doc-hit@5 |", "|---|---|---|---|---|---|"]
+    (OUT / "retrieval_quality.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False)
+    )
+    lines = [
+        "| system | lang | n | page-hit@5 | MRR@10 | doc-hit@5 |",
+        "|---|---|---|---|---|---|",
+    ]
     for system, res in results.items():
         for lang, m in [("all", res["overall"]), *sorted(res["by_language"].items())]:
-            lines.append(f"| {system} | {lang} | {m['n']} | {m['page_hit@5']:.3f} | {m['mrr@10']:.3f} | {m['doc_hit@5']:.3f} |")
+            lines.append(
+                f"| {system} | {lang} | {m['n']} | {m['page_hit@5']:.3f} | {m['mrr@10']:.3f} | {m['doc_hit@5']:.3f} |"
+            )
     (OUT / "retrieval_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return report
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("stage", choices=["ingest", "baseline", "eval", "all"])
-    ap.add_argument("--all", action="store_true", help="use every bench document, not the subset")
+    ap.add_argument(
+        "--all", action="store_true", help="use every bench document, not the subset"
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.stage in ("ingest", "all"):

@@ -38,7 +38,10 @@ def _log(msg: str) -> None:
 
 
 def vectors(n: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
-    out = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM) * 4
+    out = (
+        centres[rng.integers(0, len(centres), n)]
+        + 0.35 * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM) * 4
+    )
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out.astype(np.float32)
 
@@ -48,9 +51,24 @@ def _centres(rng: np.random.Generator) -> np.ndarray:
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
+def _word(i: int) -> str:
+    """Synthetic word i: letters only and ending in 'q', so the keyword analyzer keeps it verbatim."""
+    letters = ""
+    while True:
+        letters = chr(97 + i % 26) + letters
+        i //= 26
+        if i == 0:
+            break
+    return f"k{letters}q"
+
+
 def _pct(values: list[float]) -> dict[str, float]:
     v = sorted(values)
-    return {"p50": v[len(v) // 2], "p95": v[min(len(v) - 1, int(0.95 * len(v)))], "mean": sum(v) / len(v)}
+    return {
+        "p50": v[len(v) // 2],
+        "p95": v[min(len(v) - 1, int(0.95 * len(v)))],
+        "mean": sum(v) / len(v),
+    }
 
 
 def sizing(sizes: list[int], queries: int, k: int) -> dict:
@@ -62,7 +80,9 @@ def sizing(sizes: list[int], queries: int, k: int) -> dict:
     results = []
     for n in sizes:
         data = vectors(n, rng, centres)
-        qs = data[rng.integers(0, n, queries)] + 0.02 * rng.standard_normal((queries, DIM)).astype(np.float32)
+        qs = data[rng.integers(0, n, queries)] + 0.02 * rng.standard_normal(
+            (queries, DIM)
+        ).astype(np.float32)
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
         row: dict = {"n": n}
         truth = []
@@ -83,7 +103,9 @@ def sizing(sizes: list[int], queries: int, k: int) -> dict:
             if kind == "flat":
                 truth = found
             else:
-                row["hnsw_recall@10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+                row["hnsw_recall@10"] = float(
+                    np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+                )
             del idx
         _log(json.dumps(row))
         results.append(row)
@@ -95,17 +117,21 @@ def build_kb(home: Path, n: int, threshold: int) -> None:
     from rag.settings import load_settings
     from rag.store.sqlite_faiss import DB_NAME, SqliteFaissBackend
 
-    settings = load_settings(overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold})
+    settings = load_settings(
+        overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold}
+    )
     backend = SqliteFaissBackend()
     if backend.exists(settings, "scale"):
         return
-    store = backend.open(settings, "scale", embedder_id="synthetic", dim=DIM, create=True)
+    store = backend.open(
+        settings, "scale", embedder_id="synthetic", dim=DIM, create=True
+    )
     store.close()
     for f in (home / "scale").glob("dense.*"):
         f.unlink()
     rng = np.random.default_rng(1)
     centres = _centres(rng)
-    vocab = np.array([f"w{i}" for i in range(50_000)])
+    vocab = np.array([_word(i) for i in range(50_000)])
     conn = sqlite3.connect(str(home / "scale" / DB_NAME))
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
@@ -115,7 +141,15 @@ def build_kb(home: Path, n: int, threshold: int) -> None:
     for d in range(docs):
         conn.execute(
             "INSERT INTO documents(id, sha256, source, title, pages, metadata, added_at) VALUES (?,?,?,?,?,?,?)",
-            (f"doc{d}", f"{d:064x}", f"/synthetic/doc{d}.pdf", f"doc{d}", 100, "{}", time.time()),
+            (
+                f"doc{d}",
+                f"{d:064x}",
+                f"/synthetic/doc{d}.pdf",
+                f"doc{d}",
+                100,
+                "{}",
+                time.time(),
+            ),
         )
     conn.execute("COMMIT")
     batch = 20_000
@@ -129,16 +163,35 @@ def build_kb(home: Path, n: int, threshold: int) -> None:
             cid = start + i
             text = " ".join(words[i])
             sha = f"{cid:064x}"
-            rows.append((f"c{cid}", f"doc{cid // 200}", cid % 200, text, sha, 1 + (cid % 200) // 2, 1 + (cid % 200) // 2, 0, len(text), "", 60, text))
+            rows.append(
+                (
+                    f"c{cid}",
+                    f"doc{cid // 200}",
+                    cid % 200,
+                    text,
+                    sha,
+                    1 + (cid % 200) // 2,
+                    1 + (cid % 200) // 2,
+                    0,
+                    len(text),
+                    "",
+                    60,
+                    text,
+                )
+            )
             vrows.append((sha, vecs[i].tobytes()))
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO vectors(text_sha256, vector) VALUES (?, ?)", vrows)
+        conn.executemany(
+            "INSERT INTO vectors(text_sha256, vector) VALUES (?, ?)", vrows
+        )
         conn.executemany(
             "INSERT INTO chunks(id, doc_id, ordinal, text, text_sha256, page_start, page_end, char_start, char_end, section, token_count, tokens) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+        conn.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'"
+        )
         conn.execute("COMMIT")
         _log(f"inserted {start + m}/{n} chunks ({time.perf_counter() - t0:.0f}s)")
     conn.close()
@@ -161,7 +214,9 @@ class _FixedEmbedder:
         return len(text.split())
 
 
-def kb_latency(n: int, threshold: int, queries: int) -> dict:
+def kb_latency(
+    n: int, threshold: int, queries: int, index_file: Path | None = None
+) -> dict:
     from rag.retrieval import make_retriever
     from rag.settings import load_settings
     from rag.store.sqlite_faiss import SqliteFaissBackend
@@ -171,30 +226,53 @@ def kb_latency(n: int, threshold: int, queries: int) -> dict:
     t = time.perf_counter()
     build_kb(home, n, threshold)
     build_s = time.perf_counter() - t
-    settings = load_settings(overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold})
+    if (
+        index_file is not None
+    ):  # an index derived earlier from identical rowids+vectors (same seeds)
+        import shutil
+
+        shutil.copy(index_file, home / "scale" / index_file.name)
+    settings = load_settings(
+        overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold}
+    )
     t = time.perf_counter()
-    store = SqliteFaissBackend().open(settings, "scale", embedder_id="synthetic", dim=DIM, create=False)
-    open_s = time.perf_counter() - t  # derives the FAISS index from SQLite (first open) or loads it
+    store = SqliteFaissBackend().open(
+        settings, "scale", embedder_id="synthetic", dim=DIM, create=False
+    )
+    open_s = (
+        time.perf_counter() - t
+    )  # derives the FAISS index from SQLite (first open) or loads it
     _log(f"store open (derive index) {open_s:.1f}s, kind {store.stats()['index']}")
     store.flush()
     t = time.perf_counter()
     store.close()
-    store = SqliteFaissBackend().open(settings, "scale", embedder_id="synthetic", dim=DIM, create=False)
+    store = SqliteFaissBackend().open(
+        settings, "scale", embedder_id="synthetic", dim=DIM, create=False
+    )
     reopen_s = time.perf_counter() - t
 
     rng = np.random.default_rng(2)
     centres = _centres(np.random.default_rng(1))
     emb = _FixedEmbedder()
-    vocab = [f"w{i}" for i in range(50_000)]
+    vocab = [_word(i) for i in range(50_000)]
     qtexts = []
     for i in range(queries):
         words = [vocab[min(int(z) - 1, len(vocab) - 1)] for z in rng.zipf(1.1, 6)]
         text = " ".join(words) + f" q{i}"
         emb.table[text] = vectors(1, rng, centres)[0]
         qtexts.append(text)
-    result: dict = {"n": n, "threshold": threshold, "index": store.stats()["index"], "build_sqlite_s": build_s, "derive_index_s": open_s, "reopen_s": reopen_s}
+    result: dict = {
+        "n": n,
+        "threshold": threshold,
+        "index": store.stats()["index"],
+        "build_sqlite_s": build_s,
+        "derive_index_s": open_s,
+        "reopen_s": reopen_s,
+    }
     for mode in ("dense", "keyword", "hybrid"):
-        r = make_retriever(store, emb, settings.retrieval.model_copy(update={"mode": mode}))
+        r = make_retriever(
+            store, emb, settings.retrieval.model_copy(update={"mode": mode})
+        )
         r.retrieve(qtexts[0], 6)  # warm caches
         lat, cpu = [], []
         for q in qtexts:
@@ -210,12 +288,25 @@ def kb_latency(n: int, threshold: int, queries: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=["sizing", "kb"])
     ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--threshold", type=int, default=None, help="HNSW threshold (default: the settings default)")
+    ap.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="HNSW threshold (default: the settings default)",
+    )
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--sizes", default="10000,25000,50000,100000,200000")
+    ap.add_argument(
+        "--index-file",
+        type=Path,
+        default=None,
+        help="reuse a saved dense.<gen>.<kind>.faiss for the same N",
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == "sizing":
@@ -225,8 +316,10 @@ def main() -> None:
         from rag.settings import RetrievalSettings
 
         threshold = args.threshold or RetrievalSettings().hnsw_threshold
-        res = kb_latency(args.n, threshold, args.queries)
-        (OUT / f"retrieval_scale_kb_{args.n}.json").write_text(json.dumps(res, indent=2))
+        res = kb_latency(args.n, threshold, args.queries, args.index_file)
+        (OUT / f"retrieval_scale_kb_{args.n}.json").write_text(
+            json.dumps(res, indent=2)
+        )
         print(json.dumps(res, indent=2))
 
 

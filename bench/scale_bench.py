@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from rag.records import Chunk, Page, ParsedDocument  # noqa: E402
-from rag.settings import load_settings  # noqa: E402
-from rag.store import STORES  # noqa: E402
+from rag.records import Chunk, Page, ParsedDocument
+from rag.settings import load_settings
+from rag.store import STORES
 
 DIM = 384
 TOPICS = 2000
@@ -106,13 +106,20 @@ def pct(xs: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=["faiss", "pgvector", "milvus"], required=True)
+    ap.add_argument("--backend", choices=["faiss", "pgvector", "milvus"], help="One backend (default: each in turn).")
     ap.add_argument("--size", type=int, default=100_000, help="Synthetic chunks (ignored with --real-kb).")
     ap.add_argument("--real-kb", type=Path, help="A faiss KB folder: reuse its stored embeddings and texts.")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--pg-url", help="Use this PostgreSQL instead of starting one from the pgserver wheel.")
     ap.add_argument("--keep", action="store_true", help="Keep the data directory.")
     args = ap.parse_args()
+    if args.backend is None:  # `make bench`: every backend, each in its own process (Milvus Lite, pgserver)
+        import subprocess
+
+        extra = sys.argv[1:]
+        return max(
+            subprocess.call([sys.executable, __file__, "--backend", b, *extra]) for b in ("faiss", "pgvector", "milvus")
+        )
 
     work = Path(tempfile.mkdtemp(prefix=f"citeqa-scale-{args.backend}-"))
     result: dict[str, object] = {"backend": args.backend, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}

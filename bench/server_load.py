@@ -82,15 +82,16 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 1800) -> dict[s
         time.sleep(0.5)
 
 
-async def load(base: str, kb: str, questions: list[str], clients: int, requests: int, job_id: str) -> dict[str, Any]:
+async def load(base: str, kb: str, questions: list[str], clients: int, requests: int, job_id: str | None) -> dict[str, Any]:
     latencies: list[float] = []
     during: list[float] = []
     errors: list[str] = []
-    job_running = True
+    job_running = job_id is not None
+    stop = asyncio.Event()
 
     async def watch_job(client: httpx.AsyncClient) -> None:
         nonlocal job_running
-        while job_running:
+        while job_running and not stop.is_set():
             state = (await client.get(f"/v1/jobs/{job_id}")).json()["state"]
             job_running = state in {"queued", "running"}
             await asyncio.sleep(0.25)
@@ -120,7 +121,7 @@ async def load(base: str, kb: str, questions: list[str], clients: int, requests:
         await asyncio.gather(*(worker(i, client) for i in range(clients)))
         wall = time.perf_counter() - t0
         job_still_running = job_running
-        job_running = False
+        stop.set()
         await watcher
 
     def pct(values: list[float], p: float) -> float:
@@ -154,6 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=25)
+    parser.add_argument("--no-ingest", action="store_true", help="Baseline: the same load with no job running.")
     args = parser.parse_args()
     if not (BENCH / "docs").is_dir():
         print(f"{BENCH} is missing", file=sys.stderr)
@@ -171,13 +173,13 @@ def main() -> int:
             t = time.perf_counter()
             pre = wait_job(client, upload(client, "load", PRELOAD))
             print(f"preload: {pre['state']} {pre['summary']} in {time.perf_counter() - t:.1f} s", flush=True)
-            job_id = upload(client, "load", DURING)
-            while client.get(f"/v1/jobs/{job_id}").json()["state"] == "queued":
+            job_id = None if args.no_ingest else upload(client, "load", DURING)
+            while job_id and client.get(f"/v1/jobs/{job_id}").json()["state"] == "queued":
                 time.sleep(0.1)
         result = asyncio.run(load(base, "load", questions, args.clients, args.requests, job_id))
         with httpx.Client(base_url=base, timeout=60) as client:
-            job = client.get(f"/v1/jobs/{job_id}").json()
-            result["job_progress_at_end"] = job["progress"]
+            if job_id:
+                result["job_progress_at_end"] = client.get(f"/v1/jobs/{job_id}").json()["progress"]
             metrics = client.get("/metrics").text
         result["server_search_requests"] = sum(
             float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
@@ -185,7 +187,9 @@ def main() -> int:
         )
         result["cpu_count"] = os.cpu_count()
         result["load_avg_1m"] = os.getloadavg()[0]
-        (OUT / "server_load.json").write_text(json.dumps(result, indent=2))
+        result["ingesting"] = not args.no_ingest
+        name = "server_load_baseline.json" if args.no_ingest else "server_load.json"
+        (OUT / name).write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
         return 0 if result["errors"] == 0 else 1
     finally:

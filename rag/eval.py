@@ -44,7 +44,7 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"{path}:{n}: not JSON ({exc.msg})") from exc
         if not isinstance(q, dict) or not str(q.get("question", "")).strip():
-            raise InvalidRequest(f"{path}:{n}: each line needs a non-empty \"question\"")
+            raise InvalidRequest(f'{path}:{n}: each line needs a non-empty "question"')
         q.setdefault("id", f"q{n}")
         q["doc"] = Path(str(q["doc"])).name if q.get("doc") else ""
         q["evidence_pages"] = [int(p) for p in (q.get("evidence_pages") or [])]
@@ -55,7 +55,9 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _first_hit(q: dict[str, Any], ranked: Sequence[Sequence[Any]], *, page: bool) -> int:
+def _first_hit(
+    q: dict[str, Any], ranked: Sequence[Sequence[Any]], *, page: bool
+) -> int:
     """1-based rank of the first hit on the question's doc (and evidence page when page=True); 0 if none."""
     pages = set(q["evidence_pages"])
     for rank, item in enumerate(ranked, start=1):
@@ -73,10 +75,24 @@ def _aggregate(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
     paged = [r for r in scored if r["has_pages"]]
     out: dict[str, Any] = {"n": len(scored), "n_pages": len(paged)}
     for k in ks:
-        out[f"doc_hit@{k}"] = sum(0 < r["doc_rank"] <= k for r in scored) / len(scored) if scored else 0.0
-        out[f"page_hit@{k}"] = sum(0 < r["page_rank"] <= k for r in paged) / len(paged) if paged else 0.0
-    out["mrr@10"] = sum(1.0 / r["page_rank"] for r in paged if 0 < r["page_rank"] <= 10) / len(paged) if paged else 0.0
-    out["doc_mrr@10"] = sum(1.0 / r["doc_rank"] for r in scored if 0 < r["doc_rank"] <= 10) / len(scored) if scored else 0.0
+        out[f"doc_hit@{k}"] = (
+            sum(0 < r["doc_rank"] <= k for r in scored) / len(scored) if scored else 0.0
+        )
+        out[f"page_hit@{k}"] = (
+            sum(0 < r["page_rank"] <= k for r in paged) / len(paged) if paged else 0.0
+        )
+    out["mrr@10"] = (
+        sum(1.0 / r["page_rank"] for r in paged if 0 < r["page_rank"] <= 10)
+        / len(paged)
+        if paged
+        else 0.0
+    )
+    out["doc_mrr@10"] = (
+        sum(1.0 / r["doc_rank"] for r in scored if 0 < r["doc_rank"] <= 10)
+        / len(scored)
+        if scored
+        else 0.0
+    )
     lat = sorted(r["latency_ms"] for r in rows if r.get("latency_ms") is not None)
     if lat:
         out["latency_ms_p50"] = _pct(lat, 50)
@@ -109,12 +125,23 @@ def score_rankings(
                 "doc": q["doc"],
                 "has_pages": bool(q["evidence_pages"]),
                 "doc_rank": _first_hit(q, hits, page=False),
-                "page_rank": _first_hit(q, hits, page=True) if q["evidence_pages"] else 0,
+                "page_rank": _first_hit(q, hits, page=True)
+                if q["evidence_pages"]
+                else 0,
                 "latency_ms": latencies_ms[i] if latencies_ms is not None else None,
             }
         )
-    groups = lambda key: {v: _aggregate([r for r in rows if r[key] == v], ks) for v in sorted({r[key] for r in rows}) if v}  # noqa: E731
-    return {"overall": _aggregate(rows, ks), "by_language": groups("language"), "by_source": groups("source"), "rows": rows}
+    groups = lambda key: {
+        v: _aggregate([r for r in rows if r[key] == v], ks)
+        for v in sorted({r[key] for r in rows})
+        if v
+    }
+    return {
+        "overall": _aggregate(rows, ks),
+        "by_language": groups("language"),
+        "by_source": groups("source"),
+        "rows": rows,
+    }
 
 
 def token_f1(answer: str, reference: str) -> float:
@@ -163,7 +190,12 @@ def run_eval(
             t = time.perf_counter()
             result = retriever.retrieve(q["question"], depth)
             latencies.append((time.perf_counter() - t) * 1000)
-            ranked.append([(h.chunk.doc, h.chunk.page_start, h.chunk.page_end) for h in result.hits])
+            ranked.append(
+                [
+                    (h.chunk.doc, h.chunk.page_start, h.chunk.page_end)
+                    for h in result.hits
+                ]
+            )
             no_evidence.append(result.no_evidence)
             best.append(result.best_score)
         scored = score_rankings(questions, ranked, ks, latencies)
@@ -181,16 +213,28 @@ def run_eval(
             "mode": settings.retrieval.mode,
             "embedder": embedder.id,
             **scored,
-            "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "mean": sum(lat) / len(lat) if lat else 0.0},
+            "latency_ms": {
+                "p50": _pct(lat, 50),
+                "p95": _pct(lat, 95),
+                "mean": sum(lat) / len(lat) if lat else 0.0,
+            },
             "no_evidence": {
                 "min_score": settings.retrieval.min_score,
-                "answerable_rate": sum(r["no_evidence"] for r in answerable) / len(answerable) if answerable else 0.0,
-                "unanswerable_rate": sum(r["no_evidence"] for r in unanswerable) / len(unanswerable) if unanswerable else 0.0,
+                "answerable_rate": sum(r["no_evidence"] for r in answerable)
+                / len(answerable)
+                if answerable
+                else 0.0,
+                "unanswerable_rate": sum(r["no_evidence"] for r in unanswerable)
+                / len(unanswerable)
+                if unanswerable
+                else 0.0,
             },
             "per_question": rows,
         }
         if answers:
-            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows, generator)
+            report["answers"] = _eval_answers(
+                settings, store, embedder, retriever, questions, rows, generator
+            )
         return report
     finally:
         store.close()
@@ -206,9 +250,18 @@ def _eval_answers(
     generator: Any | None,
 ) -> dict[str, Any]:
     from rag.llm import make_generator
-    from rag.pipeline import QAPipeline, answer_to_dict  # the answering stage (imported lazily)
+    from rag.pipeline import (  # the answering stage (imported lazily)
+        QAPipeline,
+        answer_to_dict,
+    )
 
-    pipeline = QAPipeline(store, embedder, generator or make_generator(settings), settings, retriever=retriever)
+    pipeline = QAPipeline(
+        store,
+        embedder,
+        generator or make_generator(settings),
+        settings,
+        retriever=retriever,
+    )
     cites = verified = on_evidence = 0
     refused_unanswerable = refused_answerable = n_unanswerable = n_answerable = 0
     f1s: list[float] = []
@@ -221,7 +274,9 @@ def _eval_answers(
         for c in out.get("citations", []):
             cites += 1
             verified += bool(c.get("verified"))
-            on_evidence += Path(str(c.get("doc", ""))).name == q["doc"] and (not pages or c.get("page") in pages)
+            on_evidence += Path(str(c.get("doc", ""))).name == q["doc"] and (
+                not pages or c.get("page") in pages
+            )
         if q["answerable"]:
             n_answerable += 1
             refused_answerable += bool(out.get("refused"))
@@ -238,8 +293,12 @@ def _eval_answers(
         "citations": cites,
         "citation_valid_rate": verified / cites if cites else 0.0,
         "citation_on_evidence_rate": on_evidence / cites if cites else 0.0,
-        "refusal_rate_unanswerable": refused_unanswerable / n_unanswerable if n_unanswerable else 0.0,
-        "refusal_rate_answerable": refused_answerable / n_answerable if n_answerable else 0.0,
+        "refusal_rate_unanswerable": refused_unanswerable / n_unanswerable
+        if n_unanswerable
+        else 0.0,
+        "refusal_rate_answerable": refused_answerable / n_answerable
+        if n_answerable
+        else 0.0,
         "unanswerable": n_unanswerable,
         "token_f1": sum(f1s) / len(f1s) if f1s else 0.0,
         "seconds_p50": _pct(secs, 50),
@@ -250,20 +309,35 @@ def _eval_answers(
 def eval_markdown(result: dict[str, Any]) -> str:
     """A markdown report of a run_eval result."""
     ks = result.get("ks", [1, 3, 5, 10])
-    head = ["group", "n"] + [f"doc@{k}" for k in ks] + [f"page@{k}" for k in ks] + ["MRR@10", "p50 ms", "p95 ms"]
+    head = (
+        ["group", "n"]
+        + [f"doc@{k}" for k in ks]
+        + [f"page@{k}" for k in ks]
+        + ["MRR@10", "p50 ms", "p95 ms"]
+    )
     lines = [
         f"# Retrieval evaluation — knowledge base `{result.get('kb')}`",
         "",
-        f"{result.get('questions')} questions, mode `{result.get('mode')}`, embedder `{result.get('embedder')}`; "
-        f"latency p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms.",
+        (
+            f"{result.get('questions')} questions, mode `{result.get('mode')}`, embedder `{result.get('embedder')}`; "
+            f"latency p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms."
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
 
     def row(name: str, m: dict[str, Any]) -> str:
-        cells = [name, str(m["n"])] + [f"{m[f'doc_hit@{k}']:.3f}" for k in ks] + [f"{m[f'page_hit@{k}']:.3f}" for k in ks]
-        cells += [f"{m['mrr@10']:.3f}", f"{m.get('latency_ms_p50', 0.0):.1f}", f"{m.get('latency_ms_p95', 0.0):.1f}"]
+        cells = (
+            [name, str(m["n"])]
+            + [f"{m[f'doc_hit@{k}']:.3f}" for k in ks]
+            + [f"{m[f'page_hit@{k}']:.3f}" for k in ks]
+        )
+        cells += [
+            f"{m['mrr@10']:.3f}",
+            f"{m.get('latency_ms_p50', 0.0):.1f}",
+            f"{m.get('latency_ms_p95', 0.0):.1f}",
+        ]
         return "| " + " | ".join(cells) + " |"
 
     lines.append(row("**all**", result["overall"]))
@@ -274,8 +348,10 @@ def eval_markdown(result: dict[str, Any]) -> str:
     ne = result.get("no_evidence", {})
     lines += [
         "",
-        f"No-evidence (floor {ne.get('min_score')}): {ne.get('answerable_rate', 0):.1%} of answerable questions, "
-        f"{ne.get('unanswerable_rate', 0):.1%} of unanswerable ones.",
+        (
+            f"No-evidence (floor {ne.get('min_score')}): {ne.get('answerable_rate', 0):.1%} of answerable questions, "
+            f"{ne.get('unanswerable_rate', 0):.1%} of unanswerable ones."
+        ),
     ]
     ans = result.get("answers")
     if ans:
@@ -285,8 +361,10 @@ def eval_markdown(result: dict[str, Any]) -> str:
             "",
             "| citations | valid | on evidence page | refused (unanswerable) | refused (answerable) | token F1 | p50 s |",
             "|---|---|---|---|---|---|---|",
-            f"| {ans['citations']} | {ans['citation_valid_rate']:.1%} | {ans['citation_on_evidence_rate']:.1%} | "
-            f"{ans['refusal_rate_unanswerable']:.1%} | {ans['refusal_rate_answerable']:.1%} | {ans['token_f1']:.3f} | "
-            f"{ans['seconds_p50']:.1f} |",
+            (
+                f"| {ans['citations']} | {ans['citation_valid_rate']:.1%} | {ans['citation_on_evidence_rate']:.1%} | "
+                f"{ans['refusal_rate_unanswerable']:.1%} | {ans['refusal_rate_answerable']:.1%} | {ans['token_f1']:.3f} | "
+                f"{ans['seconds_p50']:.1f} |"
+            ),
         ]
     return "\n".join(lines) + "\n"

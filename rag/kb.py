@@ -72,5 +72,7 @@ def remove_kb(settings: Settings, name: str) -> None:
     validate_kb_name(name)
     backend = get_backend(settings)
     if not backend.exists(settings, name):
-        raise KnowledgeBaseNotFound(f"knowledge base {name!r} does not exist (known: {', '.join(list_kbs(settings)) or 'none'})")
+        raise KnowledgeBaseNotFound(
+            f"knowledge base {name!r} does not exist (known: {', '.join(list_kbs(settings)) or 'none'})"
+        )
     backend.drop(settings, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -101,6 +102,17 @@ def _ratio(progress: dict[str, Any]) -> float | None:
     return None
 
 
+INGEST_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    """Queries first: on Linux a thread has its own nice value, so only ingestion yields the CPU."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: ingestion runs at normal priority
+        log.debug("could not lower the ingestion thread's priority")
+
+
 class JobManager:
     """Queue of ingestion jobs for one app; finished jobs are kept (the newest `keep`)."""
 
@@ -171,6 +183,7 @@ class JobManager:
 
     # --- worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        _lower_thread_priority()
         while True:
             job = self._queue.get()
             if job is None:

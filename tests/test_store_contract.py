@@ -285,6 +285,20 @@ def test_hybrid_retrieval_through_make_retriever(store: Store, backend_settings:
     assert filtered.hits and {h.chunk.doc_id for h in filtered.hits} == {zh.id}
 
 
+def test_native_hybrid_search_where_offered(store: Store) -> None:
+    """pgvector (one snapshot) and milvus (hybrid_search + RRFRanker) fuse dense + keyword themselves."""
+    native = getattr(store, "hybrid_search", None)
+    if native is None:
+        pytest.skip(f"{store.stats()['backend']} fuses in rag.retrieval only")
+    zh = ingest(store, *make_doc("zh.pdf", ZH_PAGES))
+    en = ingest(store, *make_doc("en.pdf", EN_PAGES))
+    hits = native("碳酸锂供应", fake_query("碳酸锂供应"), 3)
+    assert hits[0].chunk.doc_id == zh.id and "碳酸锂" in hits[0].chunk.text and hits[0].retriever == "hybrid"
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1)) and hits[0].score >= hits[-1].score
+    only_en = native("碳酸锂供应", fake_query("碳酸锂供应"), 3, SearchFilter(doc_ids=[en.id]))
+    assert only_en and {h.chunk.doc_id for h in only_en} == {en.id}
+
+
 _KILL_CHILD = textwrap.dedent(
     """
     import json, sys, numpy as np

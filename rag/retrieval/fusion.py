@@ -23,7 +23,9 @@ def rrf_fuse(rankings: Sequence[tuple[str, float, list[Hit]]], rrf_k: int) -> li
         for rank, hit in enumerate(hits, start=1):
             entry = fused.get(hit.chunk.id)
             if entry is None:
-                entry = Hit(chunk=hit.chunk, score=0.0, rank=0, retriever="hybrid", scores={})
+                entry = Hit(
+                    chunk=hit.chunk, score=0.0, rank=0, retriever="hybrid", scores={}
+                )
                 fused[hit.chunk.id] = entry
             entry.score += weight / (rrf_k + rank)
             entry.scores[name] = hit.score
@@ -42,16 +44,26 @@ def _shingles(text: str) -> set[str]:
     return {norm[i : i + 4] for i in range(len(norm) - 3)}
 
 
-def drop_near_duplicates(hits: list[Hit], threshold: float = DUPLICATE_JACCARD) -> list[Hit]:
-    """Keep the best-ranked of chunks whose texts are (nearly) identical, e.g. repeated boilerplate."""
+def drop_near_duplicates(
+    hits: list[Hit], threshold: float = DUPLICATE_JACCARD, limit: int | None = None
+) -> list[Hit]:
+    """Keep the best-ranked of chunks whose texts are (nearly) identical, e.g. repeated boilerplate.
+
+    Stops once `limit` hits are kept (only the top of the list is ever used).
+    """
     kept: list[Hit] = []
     kept_sets: list[set[str]] = []
     for hit in hits:
+        if limit is not None and len(kept) >= limit:
+            break
         grams = _shingles(hit.chunk.text)
         duplicate = False
         for other in kept_sets:
+            small, big = sorted((len(grams), len(other)))
+            if big and small / big < threshold:  # Jaccard can't reach the threshold
+                continue
             inter = len(grams & other)
-            if inter and inter / len(grams | other) >= threshold:
+            if inter and inter / (len(grams) + len(other) - inter) >= threshold:
                 duplicate = True
                 break
         if not duplicate:

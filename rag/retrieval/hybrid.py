@@ -19,7 +19,13 @@ from rag.settings import RetrievalSettings
 class HybridRetriever:
     """`retrieve(query, k, flt)` per settings.mode: "hybrid" (default), "dense" or "keyword"."""
 
-    def __init__(self, store: Store, embedder: Embedder, settings: RetrievalSettings, reranker: object | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+        reranker: object | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
@@ -33,7 +39,9 @@ class HybridRetriever:
             self._reranker = CrossEncoderReranker(self.settings.reranker)
         return self._reranker
 
-    def retrieve(self, query: str, k: int, flt: SearchFilter | None = None) -> Retrieval:
+    def retrieve(
+        self, query: str, k: int, flt: SearchFilter | None = None
+    ) -> Retrieval:
         s = self.settings
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -54,17 +62,24 @@ class HybridRetriever:
 
         t = time.perf_counter()
         if s.mode == "hybrid":
-            hits = rrf_fuse([("dense", s.dense_weight, dense), ("keyword", s.keyword_weight, keyword)], s.rrf_k)
+            hits = rrf_fuse(
+                [
+                    ("dense", s.dense_weight, dense),
+                    ("keyword", s.keyword_weight, keyword),
+                ],
+                s.rrf_k,
+            )
         else:
             hits = dense or keyword
             for hit in hits:
                 hit.scores[hit.retriever] = hit.score
-        hits = drop_near_duplicates(hits)
+        rerank = self.reranker is not None
+        hits = drop_near_duplicates(hits, limit=max(pool // 2, k) if rerank else k)
         timings["fuse_ms"] = (time.perf_counter() - t) * 1000
 
-        if self.reranker is not None and hits:
+        if rerank and hits:
             t = time.perf_counter()
-            hits = self.reranker.rerank(query, hits[: max(pool // 2, k)])
+            hits = self.reranker.rerank(query, hits)
             timings["rerank_ms"] = (time.perf_counter() - t) * 1000
 
         hits = hits[:k]
@@ -77,7 +92,9 @@ class HybridRetriever:
         else:
             no_evidence = not dense or best < s.min_score
         timings["total_ms"] = (time.perf_counter() - start) * 1000
-        return Retrieval(hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings)
+        return Retrieval(
+            hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings
+        )
 
     def _with_neighbours(self, hits: list[Hit], n: int) -> list[Hit]:
         """Add adjacent chunks on the same page(s) right after each hit (retriever="neighbour")."""
@@ -86,11 +103,22 @@ class HybridRetriever:
         for hit in hits:
             out.append(hit)
             for nb in self.store.neighbours(hit.chunk, n):
-                same_page = nb.page_start <= hit.chunk.page_end and nb.page_end >= hit.chunk.page_start
+                same_page = (
+                    nb.page_start <= hit.chunk.page_end
+                    and nb.page_end >= hit.chunk.page_start
+                )
                 if nb.id in seen or not same_page:
                     continue
                 seen.add(nb.id)
-                out.append(Hit(chunk=nb, score=hit.score, rank=0, retriever="neighbour", scores={"anchor_rank": float(hit.rank)}))
+                out.append(
+                    Hit(
+                        chunk=nb,
+                        score=hit.score,
+                        rank=0,
+                        retriever="neighbour",
+                        scores={"anchor_rank": float(hit.rank)},
+                    )
+                )
         for rank, hit in enumerate(out, start=1):
             hit.rank = rank
         return out

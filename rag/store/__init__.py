@@ -35,7 +35,13 @@ class StoreBackend(Protocol):
     name: str
 
     def open(
-        self, settings: Settings, name: str, *, embedder_id: str | None, dim: int | None, create: bool
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        embedder_id: str | None,
+        dim: int | None,
+        create: bool,
     ) -> Store: ...
 
     def list_names(self, settings: Settings) -> list[str]: ...
@@ -57,15 +63,27 @@ def _lazy(module: str, attr: str, package_hint: str):  # type: ignore[no-untyped
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
-            raise ConfigError(f"store backend {module.rsplit('.', 1)[-1]!r} is not available ({exc}); {package_hint}") from exc
+            raise ConfigError(
+                f"store backend {module.rsplit('.', 1)[-1]!r} is not available ({exc}); {package_hint}"
+            ) from exc
         return getattr(mod, attr)()
 
     return factory
 
 
-STORES.register("faiss", _lazy("rag.store.sqlite_faiss", "SqliteFaissBackend", "pip install faiss-cpu"))
-STORES.register("pgvector", _lazy("rag.store.pgvector", "PgvectorBackend", "pip install 'psycopg[binary,pool]'"))
-STORES.register("milvus", _lazy("rag.store.milvus", "MilvusBackend", "pip install pymilvus"))
+STORES.register(
+    "faiss",
+    _lazy("rag.store.sqlite_faiss", "SqliteFaissBackend", "pip install faiss-cpu"),
+)
+STORES.register(
+    "pgvector",
+    _lazy(
+        "rag.store.pgvector", "PgvectorBackend", "pip install 'psycopg[binary,pool]'"
+    ),
+)
+STORES.register(
+    "milvus", _lazy("rag.store.milvus", "MilvusBackend", "pip install pymilvus")
+)
 
 
 def chunk_text_hash(text: str) -> str:

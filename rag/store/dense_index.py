@@ -46,8 +46,12 @@ class DenseIndex:
         self.dim = dim
         self.kind = kind
         self.index = self._new(kind)
-        self.dead: set[int] = set()  # ids removed from SQLite but still inside an HNSW graph
-        self._pos_cache: tuple[int, np.ndarray, np.ndarray] | None = None  # (ntotal, sorted ids, positions)
+        self.dead: set[int] = (
+            set()
+        )  # ids removed from SQLite but still inside an HNSW graph
+        self._pos_cache: tuple[int, np.ndarray, np.ndarray] | None = (
+            None  # (ntotal, sorted ids, positions)
+        )
 
     def _new(self, kind: str):  # type: ignore[no-untyped-def]
         faiss = _faiss()
@@ -81,7 +85,9 @@ class DenseIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(
+            len(ids), self.dim
+        )
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if self.dead:
             self.dead.difference_update(ids.tolist())
@@ -132,13 +138,19 @@ class DenseIndex:
         fetch = min(self.ntotal, k + (min(len(self.dead), 4 * k) if self.dead else 0))
         _threads(1)
         scores, ids = self.index.search(q, fetch)
-        out = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in self.dead]
+        out = [
+            (int(i), float(s))
+            for i, s in zip(ids[0], scores[0])
+            if i >= 0 and int(i) not in self.dead
+        ]
         if len(out) < k and self.dead and self.live > len(out):
             # Too many tombstones near the query: fall back to an exact scan of live vectors.
             return self.search_subset(query, k, self.live_ids())
         return out[:k]
 
-    def search_subset(self, query: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[int, float]]:
+    def search_subset(
+        self, query: np.ndarray, k: int, ids: np.ndarray
+    ) -> list[tuple[int, float]]:
         """Exact top-k over the given ids only (for narrow filters)."""
         if len(ids) == 0 or k <= 0:
             return []
@@ -149,13 +161,17 @@ class DenseIndex:
         if len(pos) == 0:
             return []
         stored_ids = self.ids()[pos]
-        scores = self.vectors()[pos] @ np.asarray(query, dtype=np.float32).reshape(self.dim)
+        scores = self.vectors()[pos] @ np.asarray(query, dtype=np.float32).reshape(
+            self.dim
+        )
         top = min(k, len(scores))
         best = np.argpartition(-scores, top - 1)[:top]
         best = best[np.argsort(-scores[best], kind="stable")]
         return [(int(stored_ids[i]), float(scores[i])) for i in best]
 
-    def search_selected(self, query: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[int, float]]:
+    def search_selected(
+        self, query: np.ndarray, k: int, ids: np.ndarray
+    ) -> list[tuple[int, float]]:
         """Top-k restricted to `ids` using FAISS's id selector (wide filters; exact for Flat)."""
         faiss = _faiss()
         if self.dead:
@@ -163,7 +179,11 @@ class DenseIndex:
         if len(ids) == 0:
             return []
         sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
-        params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(HNSW_EF_SEARCH, 2 * k)) if self.kind == "hnsw" else faiss.SearchParameters(sel=sel)
+        params = (
+            faiss.SearchParametersHNSW(sel=sel, efSearch=max(HNSW_EF_SEARCH, 2 * k))
+            if self.kind == "hnsw"
+            else faiss.SearchParameters(sel=sel)
+        )
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         _threads(1)
         scores, found = self.index.search(q, min(k, len(ids)), params=params)
@@ -220,7 +240,7 @@ class DenseIndex:
         obj.kind = kind
         obj.index = raw  # read_index already returns the concrete (downcast) type
         if not isinstance(obj.index, faiss.IndexIDMap2):
-            raise ValueError(f"{path}: not an IndexIDMap2")
+            raise ValueError(f"{path}: not an IndexIDMap2")  # noqa: TRY004 - a bad file, not a bad argument
         if kind == "hnsw":
             faiss.downcast_index(obj.index.index).hnsw.efSearch = HNSW_EF_SEARCH
         obj.dead = set()

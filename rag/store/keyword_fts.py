@@ -60,14 +60,20 @@ def query_terms(query: str) -> list[str]:
     return list(seen)[:MAX_QUERY_TERMS]
 
 
-def match_expression(conn: sqlite3.Connection, terms: list[str], total_rows: int) -> str | None:
+def match_expression(
+    conn: sqlite3.Connection, terms: list[str], total_rows: int
+) -> str | None:
     """An FTS5 MATCH string OR-ing the useful query terms (rarest first, within the posting budget),
     or None when no term occurs in the index."""
     if not terms:
         return None
     if total_rows > POSTING_BUDGET and len(terms) > 1:
         marks = ",".join("?" * len(terms))
-        df = dict(conn.execute(f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})", terms).fetchall())
+        df = dict(
+            conn.execute(
+                f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})", terms
+            ).fetchall()
+        )
         present = sorted((t for t in terms if df.get(t, 0) > 0), key=lambda t: df[t])
         if not present:
             return None

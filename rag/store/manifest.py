@@ -49,7 +49,9 @@ class Manifest:
             raise KnowledgeBaseError(f"{where}: malformed manifest ({exc})") from exc
 
 
-def check_embedder(manifest: Manifest, embedder_id: str | None, dim: int | None, kb: str) -> None:
+def check_embedder(
+    manifest: Manifest, embedder_id: str | None, dim: int | None, kb: str
+) -> None:
     """Refuse to mix embedders: raise EmbedderMismatch naming both models."""
     if embedder_id is not None and embedder_id != manifest.embedder:
         raise EmbedderMismatch(
@@ -85,7 +87,10 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     """Write atomically (temp file + os.replace) so a crash never leaves half a manifest."""
     path = folder / MANIFEST_NAME
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)

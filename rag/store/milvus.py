@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.errors import ConfigError, DocumentNotFound, InvalidRequest, KnowledgeBaseError, KnowledgeBaseNotFound
+from rag.errors import (
+    ConfigError,
+    DocumentNotFound,
+    InvalidRequest,
+    KnowledgeBaseError,
+    KnowledgeBaseNotFound,
+)
 from rag.protocols import SearchFilter
 from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
 from rag.store.analyzer import tokenize
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
     from rag.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BACKEND = "milvus"
 REGISTRY = "citeqa_kbs"
@@ -308,7 +317,7 @@ class MilvusStore:
         same_ids = {r["id"] for r in same} - self._hidden()
         if same_ids and not same_ids & {doc_id, replaces}:
             # Same content already stored under another id: only record the new path (dedup).
-            existing = sorted(same_ids)[0]
+            existing = min(same_ids)
             self.add_path(existing, doc.source)
             return self.get_document(existing)
         replaces = replaces if replaces and replaces != doc_id else ""
@@ -615,8 +624,8 @@ class MilvusStore:
         c.flush(self._chunks)
         try:
             c.compact(self._chunks)
-        except Exception:  # noqa: BLE001 - compaction is an optimisation some deployments (Lite) lack
-            pass
+        except Exception as exc:  # noqa: BLE001 - compaction is an optimisation some deployments (Lite) lack
+            log.info("Milvus compaction of %s skipped: %s", self._chunks, exc)
 
     def close(self) -> None:
         self._closed = True
@@ -701,7 +710,7 @@ def _create_kb_collections(c: MilvusClient, prefix: str, dim: int, *, lite: bool
     ip.add_index("text_sha", index_type="INVERTED")
     try:
         c.create_collection(f"{prefix}_chunks", schema=schema, index_params=ip, consistency_level=CONSISTENCY)
-    except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException; re-raised typed
+    except Exception as exc:
         raise KnowledgeBaseError(f"cannot create Milvus collection {prefix}_chunks: {exc}") from exc
 
 

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.errors import ConfigError, DocumentNotFound, InvalidRequest, KnowledgeBaseError, KnowledgeBaseNotFound
+from rag.errors import (
+    ConfigError,
+    DocumentNotFound,
+    InvalidRequest,
+    KnowledgeBaseError,
+    KnowledgeBaseNotFound,
+)
 from rag.protocols import SearchFilter
 from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
 from rag.store.analyzer import tokenize
@@ -116,8 +122,10 @@ KB_MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX ON {s}.chunks (doc_id, ordinal)",
             "CREATE INDEX ON {s}.chunks (text_sha)",
             "CREATE INDEX chunks_tsv ON {s}.chunks USING gin (tsv)",
-            f"CREATE INDEX chunks_hnsw ON {{s}}.chunks USING hnsw (embedding vector_ip_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})",
+            (
+                f"CREATE INDEX chunks_hnsw ON {{s}}.chunks USING hnsw (embedding vector_ip_ops) "
+                f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            ),
         ],
     ),
 ]
@@ -265,9 +273,8 @@ class PgvectorStore:
             with pinned.transaction():  # a savepoint inside the snapshot's transaction
                 yield pinned
             return
-        with self._pool.connection() as conn:
-            with conn.transaction():
-                yield conn
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -279,14 +286,13 @@ class PgvectorStore:
         if getattr(self._local, "conn", None) is not None:
             yield
             return
-        with self._pool.connection() as conn:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                self._local.conn = conn
-                try:
-                    yield
-                finally:
-                    self._local.conn = None
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
 
     def _sql(self, statement: str) -> str:
         return statement.replace("{s}", self.schema)
@@ -772,55 +778,51 @@ class PgvectorBackend:
     ) -> PgvectorStore:
         url = self._url(settings)
         pool = _pool(url)
-        with pool.connection() as conn:
-            with conn.transaction():
-                _ensure_global(conn)
-                row = conn.execute("SELECT schema_name, manifest FROM citeqa.kbs WHERE name = %s", (name,)).fetchone()
-                if row is None:
-                    if not create:
-                        raise KnowledgeBaseNotFound(
-                            f"knowledge base {name!r} does not exist in PostgreSQL at {_redact(url)}"
-                        )
-                    if embedder_id is None or dim is None:
-                        raise ConfigError(f"creating knowledge base {name!r} needs the embedder id and dim")
-                    schema = schema_for(name)
-                    manifest = Manifest(
-                        backend=BACKEND,
-                        embedder=embedder_id,
-                        dim=int(dim),
-                        chunker=settings.chunking.model_dump(),
-                        index={"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+        with pool.connection() as conn, conn.transaction():
+            _ensure_global(conn)
+            row = conn.execute("SELECT schema_name, manifest FROM citeqa.kbs WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                if not create:
+                    raise KnowledgeBaseNotFound(
+                        f"knowledge base {name!r} does not exist in PostgreSQL at {_redact(url)}"
                     )
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
-                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                    conn.execute(
-                        "INSERT INTO citeqa.kbs (name, schema_name, manifest, created_at) VALUES (%s, %s, %s, %s)",
-                        (name, schema, json.dumps(manifest.to_json()), time.time()),
-                    )
-                else:
-                    schema, data = row
-                    manifest = Manifest.from_json(dict(data), where=f"citeqa.kbs[{name!r}]")
-                    check_embedder(manifest, embedder_id, dim, name)
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
-                _apply_migrations(conn, f"{schema}.migrations", KB_MIGRATIONS, s=schema, dim=manifest.dim)
+                if embedder_id is None or dim is None:
+                    raise ConfigError(f"creating knowledge base {name!r} needs the embedder id and dim")
+                schema = schema_for(name)
+                manifest = Manifest(
+                    backend=BACKEND,
+                    embedder=embedder_id,
+                    dim=int(dim),
+                    chunker=settings.chunking.model_dump(),
+                    index={"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+                )
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                conn.execute(
+                    "INSERT INTO citeqa.kbs (name, schema_name, manifest, created_at) VALUES (%s, %s, %s, %s)",
+                    (name, schema, json.dumps(manifest.to_json()), time.time()),
+                )
+            else:
+                schema, data = row
+                manifest = Manifest.from_json(dict(data), where=f"citeqa.kbs[{name!r}]")
+                check_embedder(manifest, embedder_id, dim, name)
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+            _apply_migrations(conn, f"{schema}.migrations", KB_MIGRATIONS, s=schema, dim=manifest.dim)
         return PgvectorStore(pool, name, schema, manifest, url)
 
     def list_names(self, settings: Settings) -> list[str]:
-        with _pool(self._url(settings)).connection() as conn:
-            with conn.transaction():
-                _ensure_global(conn)
-                return sorted(r[0] for r in conn.execute("SELECT name FROM citeqa.kbs"))
+        with _pool(self._url(settings)).connection() as conn, conn.transaction():
+            _ensure_global(conn)
+            return sorted(r[0] for r in conn.execute("SELECT name FROM citeqa.kbs"))
 
     def exists(self, settings: Settings, name: str) -> bool:
-        with _pool(self._url(settings)).connection() as conn:
-            with conn.transaction():
-                _ensure_global(conn)
-                return conn.execute("SELECT 1 FROM citeqa.kbs WHERE name = %s", (name,)).fetchone() is not None
+        with _pool(self._url(settings)).connection() as conn, conn.transaction():
+            _ensure_global(conn)
+            return conn.execute("SELECT 1 FROM citeqa.kbs WHERE name = %s", (name,)).fetchone() is not None
 
     def drop(self, settings: Settings, name: str) -> None:
-        with _pool(self._url(settings)).connection() as conn:
-            with conn.transaction():
-                _ensure_global(conn)
-                row = conn.execute("DELETE FROM citeqa.kbs WHERE name = %s RETURNING schema_name", (name,)).fetchone()
-                if row is not None:
-                    conn.execute(f"DROP SCHEMA IF EXISTS {row[0]} CASCADE")
+        with _pool(self._url(settings)).connection() as conn, conn.transaction():
+            _ensure_global(conn)
+            row = conn.execute("DELETE FROM citeqa.kbs WHERE name = %s RETURNING schema_name", (name,)).fetchone()
+            if row is not None:
+                conn.execute(f"DROP SCHEMA IF EXISTS {row[0]} CASCADE")

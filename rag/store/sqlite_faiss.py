@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -37,13 +37,25 @@ from rag.settings import Settings
 from rag.store import chunk_text_hash
 from rag.store.dense_index import DenseIndex
 from rag.store.keyword_fts import index_text, match_expression, query_terms
-from rag.store.manifest import MANIFEST_NAME, Manifest, check_embedder, read_manifest, write_manifest
+from rag.store.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    check_embedder,
+    read_manifest,
+    write_manifest,
+)
 from rag.store.schema import connect, ensure_schema
 
 DB_NAME = "kb.sqlite"
-SAVE_INTERVAL_S = 30.0  # persist the FAISS file at most this often during bulk writes (and on close)
-EXACT_FILTER_MAX = 50_000  # filters selecting at most this many chunks are searched exactly
-REBUILD_DEAD_SHARE = 0.2  # rebuild an HNSW index once this share of its entries are tombstones
+SAVE_INTERVAL_S = (
+    30.0  # persist the FAISS file at most this often during bulk writes (and on close)
+)
+EXACT_FILTER_MAX = (
+    50_000  # filters selecting at most this many chunks are searched exactly
+)
+REBUILD_DEAD_SHARE = (
+    0.2  # rebuild an HNSW index once this share of its entries are tombstones
+)
 _BATCH = 500  # SQLite host parameters per IN (...) list
 
 _CHUNK_COLS = (
@@ -82,7 +94,9 @@ class SqliteFaissStore:
 
     backend = "faiss"
 
-    def __init__(self, folder: Path, name: str, manifest: Manifest, hnsw_threshold: int) -> None:
+    def __init__(
+        self, folder: Path, name: str, manifest: Manifest, hnsw_threshold: int
+    ) -> None:
         self.name = name
         self.path: Path | None = folder
         self.manifest = manifest
@@ -100,7 +114,11 @@ class SqliteFaissStore:
 
     # --- transactions -----------------------------------------------------------------------
     def _db_generation(self) -> int:
-        return int(self._conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        return int(
+            self._conn.execute(
+                "SELECT value FROM meta WHERE key='generation'"
+            ).fetchone()[0]
+        )
 
     def _write(self) -> _Txn:
         return _Txn(self._conn)
@@ -136,12 +154,16 @@ class SqliteFaissStore:
         conn.execute("BEGIN")
         try:
             gen = self._db_generation()
-            sql_ids = np.fromiter((r[0] for r in conn.execute("SELECT rowid FROM chunks")), dtype=np.int64)
+            sql_ids = np.fromiter(
+                (r[0] for r in conn.execute("SELECT rowid FROM chunks")), dtype=np.int64
+            )
             live = self._dense.live_ids()
             to_add = np.setdiff1d(sql_ids, live, assume_unique=True)
             to_remove = np.setdiff1d(live, sql_ids, assume_unique=True)
             if len(to_add) > 0.5 * max(1, len(sql_ids)) and len(to_add) > 1000:
-                self._dense = DenseIndex(self.dim, self._dense.kind)  # cheaper to start over
+                self._dense = DenseIndex(
+                    self.dim, self._dense.kind
+                )  # cheaper to start over
                 to_remove = np.zeros(0, dtype=np.int64)
                 to_add = sql_ids
             ids, vecs = self._vectors_for(to_add)
@@ -154,7 +176,9 @@ class SqliteFaissStore:
 
     def _vectors_for(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(rowids) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros(
+                (0, self.dim), dtype=np.float32
+            )
         ids: list[int] = []
         blobs: list[bytes] = []
         query = "SELECT c.rowid, v.vector FROM chunks c JOIN vectors v ON v.text_sha256 = c.text_sha256"
@@ -167,12 +191,18 @@ class SqliteFaissStore:
         else:
             for part in _batches(sorted(rowids.tolist())):
                 marks = ",".join("?" * len(part))
-                for rid, blob in self._conn.execute(query + f" WHERE c.rowid IN ({marks}) ORDER BY c.rowid", part):
+                for rid, blob in self._conn.execute(
+                    query + f" WHERE c.rowid IN ({marks}) ORDER BY c.rowid", part
+                ):
                     ids.append(rid)
                     blobs.append(blob)
         if not ids:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), self.dim)
+            return np.zeros(0, dtype=np.int64), np.zeros(
+                (0, self.dim), dtype=np.float32
+            )
+        vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(
+            len(ids), self.dim
+        )
         return np.asarray(ids, dtype=np.int64), vecs
 
     def _maybe_switch_kind(self) -> None:
@@ -181,14 +211,29 @@ class SqliteFaissStore:
             self._dense = dense.rebuilt("hnsw")
         elif dense.kind == "hnsw" and dense.live <= self.hnsw_threshold // 2:
             self._dense = dense.rebuilt("flat")
-        elif dense.kind == "hnsw" and len(dense.dead) > REBUILD_DEAD_SHARE * max(1, dense.ntotal):
+        elif dense.kind == "hnsw" and len(dense.dead) > REBUILD_DEAD_SHARE * max(
+            1, dense.ntotal
+        ):
             self._dense = dense.rebuilt("hnsw")
-        if self._dense.kind != self.manifest.index.get("kind") or self.manifest.index.get("hnsw_threshold") != self.hnsw_threshold:
-            self.manifest.index = {"kind": self._dense.kind, "hnsw_threshold": self.hnsw_threshold}
+        if (
+            self._dense.kind != self.manifest.index.get("kind")
+            or self.manifest.index.get("hnsw_threshold") != self.hnsw_threshold
+        ):
+            self.manifest.index = {
+                "kind": self._dense.kind,
+                "hnsw_threshold": self.hnsw_threshold,
+            }
             assert self.path is not None
             write_manifest(self.path, self.manifest)
 
-    def _after_write(self, gen_before: int, gen_after: int, removed: np.ndarray, added_ids: np.ndarray, added_vecs: np.ndarray) -> None:
+    def _after_write(
+        self,
+        gen_before: int,
+        gen_after: int,
+        removed: np.ndarray,
+        added_ids: np.ndarray,
+        added_vecs: np.ndarray,
+    ) -> None:
         if gen_before == self._gen:
             self._dense.remove(removed)
             self._dense.add(added_ids, added_vecs)
@@ -202,7 +247,11 @@ class SqliteFaissStore:
     def flush(self) -> None:
         """Persist the FAISS index if it is ahead of the saved file."""
         with self._lock:
-            if self.path is not None and self._gen != self._saved_gen and self._gen >= 0:
+            if (
+                self.path is not None
+                and self._gen != self._saved_gen
+                and self._gen >= 0
+            ):
                 self._dense.save(self.path, self._gen)
                 self._saved_gen = self._gen
             self._last_save = time.monotonic()
@@ -221,17 +270,34 @@ class SqliteFaissStore:
     # --- documents --------------------------------------------------------------------------
     def _doc_info(self, row: Sequence[Any]) -> DocumentInfo:
         doc_id = row[0]
-        chunks = self._conn.execute("SELECT COUNT(*) FROM chunks WHERE doc_id=?", (doc_id,)).fetchone()[0]
-        paths = [r[0] for r in self._conn.execute("SELECT path FROM document_paths WHERE doc_id=? ORDER BY path", (doc_id,))]
+        chunks = self._conn.execute(
+            "SELECT COUNT(*) FROM chunks WHERE doc_id=?", (doc_id,)
+        ).fetchone()[0]
+        paths = [
+            r[0]
+            for r in self._conn.execute(
+                "SELECT path FROM document_paths WHERE doc_id=? ORDER BY path",
+                (doc_id,),
+            )
+        ]
         return DocumentInfo(
-            id=doc_id, sha256=row[1], source=row[2], title=row[3], pages=row[4], chunks=chunks, added_at=row[5], paths=paths
+            id=doc_id,
+            sha256=row[1],
+            source=row[2],
+            title=row[3],
+            pages=row[4],
+            chunks=chunks,
+            added_at=row[5],
+            paths=paths,
         )
 
     _DOC_COLS = "id, sha256, source, title, pages, added_at"
 
     def find_by_sha(self, sha256: str) -> DocumentInfo | None:
         with self._lock:
-            row = self._conn.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE sha256=?", (sha256,)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {self._DOC_COLS} FROM documents WHERE sha256=?", (sha256,)
+            ).fetchone()
             return self._doc_info(row) if row else None
 
     def find_by_path(self, path: str) -> DocumentInfo | None:
@@ -244,28 +310,42 @@ class SqliteFaissStore:
 
     def get_document(self, doc_id: str) -> DocumentInfo:
         with self._lock:
-            row = self._conn.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE id=?", (doc_id,)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {self._DOC_COLS} FROM documents WHERE id=?", (doc_id,)
+            ).fetchone()
             if row is None:
-                raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
+                raise DocumentNotFound(
+                    f"document {doc_id!r} is not in knowledge base {self.name!r}"
+                )
             return self._doc_info(row)
 
     def list_documents(self) -> list[DocumentInfo]:
         with self._lock:
-            rows = self._conn.execute(f"SELECT {self._DOC_COLS} FROM documents ORDER BY source").fetchall()
+            rows = self._conn.execute(
+                f"SELECT {self._DOC_COLS} FROM documents ORDER BY source"
+            ).fetchall()
             return [self._doc_info(r) for r in rows]
 
     def document_metadata(self, doc_id: str) -> dict[str, Any]:
         with self._lock:
-            row = self._conn.execute("SELECT metadata FROM documents WHERE id=?", (doc_id,)).fetchone()
+            row = self._conn.execute(
+                "SELECT metadata FROM documents WHERE id=?", (doc_id,)
+            ).fetchone()
             if row is None:
-                raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
+                raise DocumentNotFound(
+                    f"document {doc_id!r} is not in knowledge base {self.name!r}"
+                )
             return dict(json.loads(row[0]))
 
     def page_text(self, doc_id: str, page: int) -> str:
         with self._lock:
-            row = self._conn.execute("SELECT text FROM pages WHERE doc_id=? AND number=?", (doc_id, page)).fetchone()
+            row = self._conn.execute(
+                "SELECT text FROM pages WHERE doc_id=? AND number=?", (doc_id, page)
+            ).fetchone()
             if row is None:
-                raise DocumentNotFound(f"document {doc_id!r} has no page {page} in knowledge base {self.name!r}")
+                raise DocumentNotFound(
+                    f"document {doc_id!r} has no page {page} in knowledge base {self.name!r}"
+                )
             return str(row[0])
 
     def add_document(
@@ -285,39 +365,83 @@ class SqliteFaissStore:
         same transaction.
         """
         vectors = np.asarray(vectors, dtype=np.float32)
-        if len(chunks) != (vectors.shape[0] if vectors.ndim == 2 else 0 if vectors.size == 0 else -1):
-            raise InvalidRequest(f"{doc.source}: {len(chunks)} chunks but vectors of shape {vectors.shape}")
+        if len(chunks) != (
+            vectors.shape[0] if vectors.ndim == 2 else 0 if vectors.size == 0 else -1
+        ):
+            raise InvalidRequest(
+                f"{doc.source}: {len(chunks)} chunks but vectors of shape {vectors.shape}"
+            )
         if chunks and vectors.shape[1] != self.dim:
-            raise InvalidRequest(f"{doc.source}: vectors are {vectors.shape[1]}-d, knowledge base {self.name!r} holds {self.dim}-d")
-        doc_id = chunks[0].doc_id if chunks else str(doc.metadata.get("doc_id") or doc.sha256[:16])
+            raise InvalidRequest(
+                f"{doc.source}: vectors are {vectors.shape[1]}-d, knowledge base {self.name!r} holds {self.dim}-d"
+            )
+        doc_id = (
+            chunks[0].doc_id
+            if chunks
+            else str(doc.metadata.get("doc_id") or doc.sha256[:16])
+        )
         if any(c.doc_id != doc_id for c in chunks):
-            raise InvalidRequest(f"{doc.source}: chunks belong to more than one document id")
+            raise InvalidRequest(
+                f"{doc.source}: chunks belong to more than one document id"
+            )
         hashes = [chunk_text_hash(c.text) for c in chunks]
-        tokens = [index_text(c.text) for c in chunks]  # jieba outside the write lock's critical part
+        tokens = [
+            index_text(c.text) for c in chunks
+        ]  # jieba outside the write lock's critical part
         metadata = json.dumps(doc.metadata or {}, ensure_ascii=False, default=str)
         with self._lock:
-            same_sha = self._conn.execute("SELECT id FROM documents WHERE sha256=?", (doc.sha256,)).fetchone()
-            if same_sha is not None and same_sha[0] != doc_id and same_sha[0] != replaces:
+            same_sha = self._conn.execute(
+                "SELECT id FROM documents WHERE sha256=?", (doc.sha256,)
+            ).fetchone()
+            if (
+                same_sha is not None
+                and same_sha[0] != doc_id
+                and same_sha[0] != replaces
+            ):
                 self.add_path(same_sha[0], doc.source)
                 return self.get_document(same_sha[0])
             removed: list[int] = []
             with self._write() as conn:
-                gen_before = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
-                old_ids = {x for x in (replaces, doc_id, same_sha[0] if same_sha else None) if x}
+                gen_before = int(
+                    conn.execute(
+                        "SELECT value FROM meta WHERE key='generation'"
+                    ).fetchone()[0]
+                )
+                old_ids = {
+                    x
+                    for x in (replaces, doc_id, same_sha[0] if same_sha else None)
+                    if x
+                }
                 old_shas: set[str] = set()
                 for old in old_ids:
-                    for rid, sha in conn.execute("SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (old,)):
+                    for rid, sha in conn.execute(
+                        "SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (old,)
+                    ):
                         removed.append(rid)
                         old_shas.add(sha)
                     conn.execute("DELETE FROM documents WHERE id=?", (old,))
                 conn.execute(
                     "INSERT INTO documents(id, sha256, source, title, pages, metadata, added_at) VALUES (?,?,?,?,?,?,?)",
-                    (doc_id, doc.sha256, doc.source, doc.title or "", doc.page_count, metadata, time.time()),
+                    (
+                        doc_id,
+                        doc.sha256,
+                        doc.source,
+                        doc.title or "",
+                        doc.page_count,
+                        metadata,
+                        time.time(),
+                    ),
                 )
-                conn.execute("INSERT OR REPLACE INTO document_paths(path, doc_id) VALUES (?, ?)", (doc.source, doc_id))
+                conn.execute(
+                    "INSERT OR REPLACE INTO document_paths(path, doc_id) VALUES (?, ?)",
+                    (doc.source, doc_id),
+                )
                 conn.executemany(
                     "INSERT INTO pages(doc_id, number, text, ocr, header) VALUES (?,?,?,?,?)",
-                    [(doc_id, p.number, p.text, int(p.ocr), p.header or "") for p in doc.pages],
+                    [
+                        (doc_id, p.number, p.text, int(p.ocr), p.header or "")
+                        for p in doc.pages
+                    ],
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO vectors(text_sha256, vector) VALUES (?, ?)",
@@ -328,15 +452,37 @@ class SqliteFaissStore:
                     cur = conn.execute(
                         "INSERT INTO chunks(id, doc_id, ordinal, text, text_sha256, page_start, page_end, char_start, "
                         "char_end, section, token_count, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (c.id, doc_id, c.ordinal if c.ordinal else i, c.text, hashes[i], c.page_start, c.page_end,
-                         c.char_start, c.char_end, c.section or "", c.token_count, tokens[i]),
+                        (
+                            c.id,
+                            doc_id,
+                            c.ordinal if c.ordinal else i,
+                            c.text,
+                            hashes[i],
+                            c.page_start,
+                            c.page_end,
+                            c.char_start,
+                            c.char_end,
+                            c.section or "",
+                            c.token_count,
+                            tokens[i],
+                        ),
                     )
                     added_ids.append(int(cur.lastrowid or 0))
                 self._drop_orphan_vectors(conn, old_shas - set(hashes))
                 gen_after = gen_before + 1 if (removed or chunks) else gen_before
-                conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen_after),))
+                conn.execute(
+                    "UPDATE meta SET value=? WHERE key='generation'", (str(gen_after),)
+                )
             added = np.asarray(added_ids, dtype=np.int64)
-            self._after_write(gen_before, gen_after, np.asarray(removed, dtype=np.int64), added, vectors.reshape(len(chunks), self.dim) if chunks else np.zeros((0, self.dim), np.float32))
+            self._after_write(
+                gen_before,
+                gen_after,
+                np.asarray(removed, dtype=np.int64),
+                added,
+                vectors.reshape(len(chunks), self.dim)
+                if chunks
+                else np.zeros((0, self.dim), np.float32),
+            )
             return self.get_document(doc_id)
 
     @staticmethod
@@ -351,9 +497,17 @@ class SqliteFaissStore:
 
     def add_path(self, doc_id: str, path: str) -> None:
         with self._lock, self._write() as conn:
-            if conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is None:
-                raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
-            conn.execute("INSERT OR REPLACE INTO document_paths(path, doc_id) VALUES (?, ?)", (str(path), doc_id))
+            if (
+                conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone()
+                is None
+            ):
+                raise DocumentNotFound(
+                    f"document {doc_id!r} is not in knowledge base {self.name!r}"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO document_paths(path, doc_id) VALUES (?, ?)",
+                (str(path), doc_id),
+            )
 
     def remove_path(self, path: str) -> None:
         """Forget one path; the document itself stays while other paths point to it."""
@@ -363,15 +517,37 @@ class SqliteFaissStore:
     def remove_document(self, doc_id: str) -> None:
         with self._lock:
             with self._write() as conn:
-                if conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is None:
-                    raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
-                gen_before = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
-                rows = conn.execute("SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (doc_id,)).fetchall()
+                if (
+                    conn.execute(
+                        "SELECT 1 FROM documents WHERE id=?", (doc_id,)
+                    ).fetchone()
+                    is None
+                ):
+                    raise DocumentNotFound(
+                        f"document {doc_id!r} is not in knowledge base {self.name!r}"
+                    )
+                gen_before = int(
+                    conn.execute(
+                        "SELECT value FROM meta WHERE key='generation'"
+                    ).fetchone()[0]
+                )
+                rows = conn.execute(
+                    "SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (doc_id,)
+                ).fetchall()
                 conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
                 self._drop_orphan_vectors(conn, {r[1] for r in rows})
-                conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen_before + 1),))
+                conn.execute(
+                    "UPDATE meta SET value=? WHERE key='generation'",
+                    (str(gen_before + 1),),
+                )
             removed = np.asarray([r[0] for r in rows], dtype=np.int64)
-            self._after_write(gen_before, gen_before + 1, removed, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
+            self._after_write(
+                gen_before,
+                gen_before + 1,
+                removed,
+                np.zeros(0, np.int64),
+                np.zeros((0, self.dim), np.float32),
+            )
 
     # --- embedding cache --------------------------------------------------------------------
     def cached_vectors(self, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -381,21 +557,27 @@ class SqliteFaissStore:
         with self._lock:
             for part in _batches(wanted):
                 marks = ",".join("?" * len(part))
-                for sha, blob in self._conn.execute(f"SELECT text_sha256, vector FROM vectors WHERE text_sha256 IN ({marks})", list(part)):
+                for sha, blob in self._conn.execute(
+                    f"SELECT text_sha256, vector FROM vectors WHERE text_sha256 IN ({marks})",
+                    list(part),
+                ):
                     out[sha] = np.frombuffer(blob, dtype=np.float32).copy()
         return out
 
     # --- search -----------------------------------------------------------------------------
     def _filter_rowids(self, flt: SearchFilter) -> np.ndarray:
         sql, params = _filter_sql(flt)
-        return np.fromiter((r[0] for r in self._conn.execute(sql, params)), dtype=np.int64)
+        return np.fromiter(
+            (r[0] for r in self._conn.execute(sql, params)), dtype=np.int64
+        )
 
     def _chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
         for part in _batches(list(rowids)):
             marks = ",".join("?" * len(part))
             for row in self._conn.execute(
-                f"SELECT {_CHUNK_COLS} FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.rowid IN ({marks})", list(part)
+                f"SELECT {_CHUNK_COLS} FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.rowid IN ({marks})",
+                list(part),
             ):
                 out[int(row[0])] = _row_to_chunk(row)
         return out
@@ -406,10 +588,19 @@ class SqliteFaissStore:
         for rid, score in scored:
             chunk = chunks.get(rid)
             if chunk is not None:  # a row removed since the index was read
-                hits.append(Hit(chunk=chunk, score=float(score), rank=len(hits) + 1, retriever=retriever))
+                hits.append(
+                    Hit(
+                        chunk=chunk,
+                        score=float(score),
+                        rank=len(hits) + 1,
+                        retriever=retriever,
+                    )
+                )
         return hits
 
-    def dense_search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[Hit]:
+    def dense_search(
+        self, vector: np.ndarray, k: int, flt: SearchFilter | None = None
+    ) -> list[Hit]:
         """Top-k chunks by cosine similarity; exact over the filtered subset when a filter is narrow."""
         with self._lock:
             self._sync()
@@ -430,7 +621,9 @@ class SqliteFaissStore:
             self._count_cache = (self._gen, count)
         return count
 
-    def keyword_search(self, query: str, k: int, flt: SearchFilter | None = None) -> list[Hit]:
+    def keyword_search(
+        self, query: str, k: int, flt: SearchFilter | None = None
+    ) -> list[Hit]:
         """Top-k chunks by BM25 (FTS5) over analyzer tokens; score = -bm25 (higher is better)."""
         terms = query_terms(query)
         with self._lock:
@@ -447,9 +640,13 @@ class SqliteFaissStore:
             sql += " ORDER BY rank LIMIT ?"
             params.append(int(k))
             try:
-                scored = [(int(r[0]), float(r[1])) for r in self._conn.execute(sql, params)]
+                scored = [
+                    (int(r[0]), float(r[1])) for r in self._conn.execute(sql, params)
+                ]
             except sqlite3.OperationalError as exc:
-                raise KnowledgeBaseError(f"keyword search in {self.name!r} failed for {query!r}: {exc}") from exc
+                raise KnowledgeBaseError(
+                    f"keyword search in {self.name!r} failed for {query!r}: {exc}"
+                ) from exc
             return self._hits(scored, "keyword")
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
@@ -459,7 +656,8 @@ class SqliteFaissStore:
             for part in _batches(list(chunk_ids)):
                 marks = ",".join("?" * len(part))
                 for row in self._conn.execute(
-                    f"SELECT {_CHUNK_COLS} FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})", list(part)
+                    f"SELECT {_CHUNK_COLS} FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})",
+                    list(part),
                 ):
                     found[row[1]] = _row_to_chunk(row)
         return [found[i] for i in chunk_ids if i in found]
@@ -469,7 +667,9 @@ class SqliteFaissStore:
         if n <= 0:
             return []
         with self._lock:
-            row = self._conn.execute("SELECT ordinal FROM chunks WHERE id=?", (chunk.id,)).fetchone()
+            row = self._conn.execute(
+                "SELECT ordinal FROM chunks WHERE id=?", (chunk.id,)
+            ).fetchone()
             if row is None:
                 return []
             rows = self._conn.execute(
@@ -479,7 +679,9 @@ class SqliteFaissStore:
             ).fetchall()
             return [_row_to_chunk(r) for r in rows]
 
-    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+    def iter_vectors(
+        self, batch: int = 10_000
+    ) -> Iterator[tuple[list[Chunk], np.ndarray]]:
         """All chunks with their vectors, in rowid order (for export/migration)."""
         last = 0
         while True:
@@ -492,14 +694,23 @@ class SqliteFaissStore:
             if not rows:
                 return
             last = rows[-1][0]
-            yield [_row_to_chunk(r) for r in rows], np.frombuffer(b"".join(r[-1] for r in rows), np.float32).reshape(len(rows), self.dim)
+            yield (
+                [_row_to_chunk(r) for r in rows],
+                np.frombuffer(b"".join(r[-1] for r in rows), np.float32).reshape(
+                    len(rows), self.dim
+                ),
+            )
 
     # --- housekeeping -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         with self._lock:
             self._sync()
-            one = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731
-            disk = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()) if self.path else 0
+            one = lambda sql: int(self._conn.execute(sql).fetchone()[0])
+            disk = (
+                sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+                if self.path
+                else 0
+            )
             return {
                 "name": self.name,
                 "backend": self.backend,
@@ -527,7 +738,7 @@ class SqliteFaissStore:
                 self._conn.close()
                 self._conn = None  # type: ignore[assignment]
 
-    def __enter__(self) -> SqliteFaissStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -586,7 +797,13 @@ class SqliteFaissBackend:
         home = Path(settings.paths.home)
         if not home.is_dir():
             return []
-        return sorted(p.name for p in home.iterdir() if p.is_dir() and not p.name.startswith((".", "_")) and (p / MANIFEST_NAME).is_file())
+        return sorted(
+            p.name
+            for p in home.iterdir()
+            if p.is_dir()
+            and not p.name.startswith((".", "_"))
+            and (p / MANIFEST_NAME).is_file()
+        )
 
     def drop(self, settings: Settings, name: str) -> None:
         folder = self.folder(settings, name)
@@ -597,7 +814,13 @@ class SqliteFaissBackend:
         shutil.rmtree(trash, ignore_errors=True)
 
     def open(
-        self, settings: Settings, name: str, *, embedder_id: str | None, dim: int | None, create: bool
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        embedder_id: str | None,
+        dim: int | None,
+        create: bool,
     ) -> SqliteFaissStore:
         folder = self.folder(settings, name)
         threshold = settings.retrieval.hnsw_threshold
@@ -611,7 +834,9 @@ class SqliteFaissBackend:
             )
         else:
             if embedder_id is None or dim is None:
-                raise ConfigError(f"creating knowledge base {name!r} needs the embedder's id and dimension")
+                raise ConfigError(
+                    f"creating knowledge base {name!r} needs the embedder's id and dimension"
+                )
             folder.mkdir(parents=True, exist_ok=True)
             manifest = Manifest(
                 backend="faiss",
@@ -621,5 +846,7 @@ class SqliteFaissBackend:
                 index={"kind": "flat", "hnsw_threshold": threshold},
             )
             connect(str(folder / DB_NAME)).close()
-            write_manifest(folder, manifest)  # written last: its presence means the KB exists
+            write_manifest(
+                folder, manifest
+            )  # written last: its presence means the KB exists
         return SqliteFaissStore(folder, name, manifest, threshold)

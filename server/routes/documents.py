@@ -119,7 +119,7 @@ async def upload(kb: str, request: Request) -> dict[str, Any]:
         if not files:
             raise InvalidRequest("no files in the upload: send multipart/form-data with one or more 'files' parts")
         create = str(form.get("create", "")).lower() in {"1", "true", "yes", "on"}
-        kb = kb_name(state, kb) if create else existing_kb(state, kb)
+        kb = kb_name(state, kb) if create else await run_in_threadpool(existing_kb, state, kb)
         allowed = supported_extensions()
         checked: list[tuple[UploadFile, str]] = []
         taken: set[str] = set()
