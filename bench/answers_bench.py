@@ -124,6 +124,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     with_ev = [r for r in ans if r["evidence_retrieved"]]
     ev_cites = [c for c in cites if c["evidence_page"] is not None]
     generated = [r for r in rows if "first_token" in r["timings"]]
+    for r in generated:  # decode speed from the raw timings (older rows measured tokens/s incl. prefill)
+        t = r["timings"]
+        prefill = t["first_token"] - t.get("retrieve", 0) - t.get("prompt", 0) - t.get("rewrite", 0)
+        decode = t["generate"] - prefill
+        if t.get("completion_tokens", 0) > 1 and decode > 0:
+            t["decode_tokens_per_s"] = (t["completion_tokens"] - 1) / decode
+            t["prefill_ms_per_token"] = 1000 * prefill / max(1.0, t["prompt_tokens"])
 
     def stat(key: str) -> dict[str, float] | None:
         values = [r["timings"][key] for r in generated if key in r["timings"]]
@@ -149,7 +156,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gold_short_answer_in_text": share(sum(r["gold_in_answer"] for r in ans), sum(len(r["gold"]) <= 40 for r in ans)),
         "unsupported_sentences_per_answer": round(statistics.mean([len(r["unsupported"]) for r in rows]), 3) if rows else None,
         "first_token_s": stat("first_token"),
-        "tokens_per_s": stat("tokens_per_s"),
+        "decode_tokens_per_s": stat("decode_tokens_per_s"),
+        "prefill_ms_per_prompt_token": stat("prefill_ms_per_token"),
         "prompt_tokens": stat("prompt_tokens"),
         "completion_tokens": stat("completion_tokens"),
         "total_s": stat("total"),
@@ -179,7 +187,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
     parser.add_argument("--prompt-cache", action="store_true", help="give llama.cpp a RAM prompt cache (see rag.pipeline)")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier results in answers_bench.jsonl")
+    parser.add_argument("--summarize", action="store_true", help="only rewrite the summary from answers_bench.jsonl")
     args = parser.parse_args()
+    if args.summarize:
+        rows = [json.loads(line) for line in (OUT / "answers_bench.jsonl").open(encoding="utf-8") if line.strip()]
+        print(json.dumps(write_summary(rows, {"model": "qwen2.5-coder-1.5b", "rows": len(rows)}), ensure_ascii=False, indent=2))
+        return 0
 
     from rag.embedders import make_embedder
     from rag.kb import open_kb

@@ -132,7 +132,7 @@ class QAPipeline:
         timings["prompt"] = time.perf_counter() - t
         timings["prompt_tokens"] = float(prompt.prompt_tokens)
 
-        t = time.perf_counter()
+        t = first = time.perf_counter()
         pieces: list[str] = []
         stream = self.generator.generate(
             prompt.messages, stream=True, max_tokens=llm.max_answer_tokens, temperature=llm.temperature, stop=STOP
@@ -140,7 +140,8 @@ class QAPipeline:
         try:
             for piece in stream:
                 if not pieces:
-                    timings["first_token"] = time.perf_counter() - t0
+                    first = time.perf_counter()
+                    timings["first_token"] = first - t0
                 pieces.append(piece)
                 yield piece
                 if piece and piece[-1] in ".。!！?？\n" and is_looping("".join(pieces)):
@@ -149,12 +150,13 @@ class QAPipeline:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # releases the model lock when the caller or the loop guard stops early
-        timings["generate"] = time.perf_counter() - t
+        end = time.perf_counter()
+        timings["generate"] = end - t
         raw = "".join(pieces)
         completion_tokens = self.generator.count_tokens(raw) if raw else 0
         timings["completion_tokens"] = float(completion_tokens)
-        if completion_tokens and timings["generate"] > 0:
-            timings["tokens_per_s"] = completion_tokens / timings["generate"]
+        if completion_tokens > 1 and end > first:  # decode speed: tokens after the first over their time
+            timings["tokens_per_s"] = (completion_tokens - 1) / (end - first)
 
         t = time.perf_counter()
         answer = self.finalize(raw, prompt.sources, standalone, lang)

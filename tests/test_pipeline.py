@@ -77,7 +77,7 @@ def qa_settings(home: Path) -> Settings:
             "paths.home": home,
             "llm.name": "smollm2-135m",
             "llm.context_tokens": 2048,
-            "llm.max_answer_tokens": 96,
+            "llm.max_answer_tokens": 64,
             "retrieval.min_score": 0.5,
         }
     )

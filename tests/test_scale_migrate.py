@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scale_servers import have_milvus, have_pgserver, postgres_server
+import test_store_contract
+from scale_servers import have_milvus, have_pgserver
 from test_store_contract import (
     EN_PAGES,
     OTHER_PAGES,
@@ -31,16 +32,12 @@ from rag.store.migrate import (
     read_export_meta,
 )
 
+pg_url = test_store_contract.pg_url  # the session's PostgreSQL, shared with the contract suite
+
 pytestmark = [
     pytest.mark.scale,
     pytest.mark.skipif(not (have_pgserver() and have_milvus()), reason="needs pgserver, psycopg, pymilvus, milvus-lite"),
 ]
-
-
-@pytest.fixture(scope="module")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with postgres_server(tmp_path_factory.mktemp("pgserver-migrate")) as url:
-        yield url
 
 
 @pytest.fixture

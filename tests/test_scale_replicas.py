@@ -15,17 +15,19 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scale_servers import have_pgserver, postgres_server
+import test_store_contract
+from scale_servers import have_pgserver
 from test_store_contract import EN_PAGES, ZH_PAGES, ingest, make_doc
 
 from rag.settings import Settings
 from rag.store import STORES
 
 REPO = Path(__file__).resolve().parents[1]
+
+pg_url = test_store_contract.pg_url  # the session's PostgreSQL, shared with the contract suite
 
 pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.skipif(not have_pgserver(), reason="needs pgserver + psycopg")]
 
@@ -108,12 +110,6 @@ _WRITER = _COMMON + textwrap.dedent(
     print(json.dumps({{"final": current}}), flush=True)
     """
 )
-
-
-@pytest.fixture(scope="module")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with postgres_server(tmp_path_factory.mktemp("pgserver-replicas")) as url:
-        yield url
 
 
 def test_two_replicas_answer_consistently_while_a_third_process_ingests(fake_settings: Settings, pg_url: str, tmp_path: Path) -> None:

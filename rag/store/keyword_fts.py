@@ -16,6 +16,7 @@ be rebuilt from SQLite alone (`INSERT INTO chunks_fts(chunks_fts) VALUES('rebuil
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 
 from rag.store.analyzer import tokenize
 
@@ -60,20 +61,57 @@ def query_terms(query: str) -> list[str]:
     return list(seen)[:MAX_QUERY_TERMS]
 
 
+class DocFrequencies:
+    """Document frequencies of terms, cached: FTS5's vocab table counts a term's postings on every
+    lookup (~4 ms for six terms at 100k chunks), while df only steers which terms to keep, so a
+    value is reused until the KB has grown or shrunk by a fifth since it was read."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._cache: OrderedDict[str, tuple[int, int]] = (
+            OrderedDict()
+        )  # term -> (df, rows then)
+
+    def get(
+        self, conn: sqlite3.Connection, terms: list[str], total_rows: int
+    ) -> dict[str, int]:
+        out: dict[str, int] = {}
+        missing: list[str] = []
+        for t in terms:
+            hit = self._cache.get(t)
+            if hit is not None and 0.8 * hit[1] <= total_rows <= 1.25 * hit[1]:
+                out[t] = hit[0]
+                self._cache.move_to_end(t)
+            else:
+                missing.append(t)
+        if missing:
+            marks = ",".join("?" * len(missing))
+            found = dict(
+                conn.execute(
+                    f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})",
+                    missing,
+                ).fetchall()
+            )
+            for t in missing:
+                out[t] = int(found.get(t, 0))
+                self._cache[t] = (out[t], total_rows)
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return out
+
+
 def match_expression(
-    conn: sqlite3.Connection, terms: list[str], total_rows: int
+    conn: sqlite3.Connection,
+    terms: list[str],
+    total_rows: int,
+    dfs: DocFrequencies | None = None,
 ) -> str | None:
     """An FTS5 MATCH string OR-ing the useful query terms (rarest first, within the posting budget),
     or None when no term occurs in the index."""
     if not terms:
         return None
     if total_rows > POSTING_BUDGET and len(terms) > 1:
-        marks = ",".join("?" * len(terms))
-        df = dict(
-            conn.execute(
-                f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})", terms
-            ).fetchall()
-        )
+        df = (dfs or DocFrequencies()).get(conn, terms, total_rows)
         present = sorted((t for t in terms if df.get(t, 0) > 0), key=lambda t: df[t])
         if not present:
             return None

@@ -36,7 +36,12 @@ from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
 from rag.settings import Settings
 from rag.store import chunk_text_hash
 from rag.store.dense_index import DenseIndex
-from rag.store.keyword_fts import index_text, match_expression, query_terms
+from rag.store.keyword_fts import (
+    DocFrequencies,
+    index_text,
+    match_expression,
+    query_terms,
+)
 from rag.store.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -110,6 +115,7 @@ class SqliteFaissStore:
         self._saved_gen = -1
         self._last_save = time.monotonic()
         self._count_cache: tuple[int, int] = (-1, 0)
+        self._dfs = DocFrequencies()
         self._dense = self._load_dense()
 
     # --- transactions -----------------------------------------------------------------------
@@ -628,7 +634,7 @@ class SqliteFaissStore:
         terms = query_terms(query)
         with self._lock:
             self._sync()
-            expr = match_expression(self._conn, terms, self._chunk_count())
+            expr = match_expression(self._conn, terms, self._chunk_count(), self._dfs)
             if expr is None:
                 return []
             sql = "SELECT rowid, -rank FROM chunks_fts WHERE chunks_fts MATCH ?"
