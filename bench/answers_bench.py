@@ -185,6 +185,8 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=REPO / "indexes" / "_models")
     parser.add_argument("--home", type=Path, default=OUT / "answers_home")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    parser.add_argument("--top-k", type=int, default=None, help="sources per prompt (default: settings, 6)")
+    parser.add_argument("--max-answer-tokens", type=int, default=None, help="default: settings, 384")
     parser.add_argument("--prompt-cache", action="store_true", help="give llama.cpp a RAM prompt cache (see rag.pipeline)")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier results in answers_bench.jsonl")
     parser.add_argument("--summarize", action="store_true", help="only rewrite the summary from answers_bench.jsonl")
@@ -204,7 +206,12 @@ def main() -> int:
     apply_offline_defaults()
     OUT.mkdir(parents=True, exist_ok=True)
     model = prepare_qwen(args.models_dir)
-    settings = load_settings(overrides={"paths.home": args.home, "llm.name": str(model), "llm.threads": args.threads})
+    settings = load_settings(
+        overrides={
+            "paths.home": args.home, "llm.name": str(model), "llm.threads": args.threads,
+            "retrieval.top_k": args.top_k, "llm.max_answer_tokens": args.max_answer_tokens,
+        }
+    )
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, KB, embedder, create=True)
     t = time.perf_counter()

@@ -81,7 +81,7 @@ def _fts_query(
     return [r[0] for r in rows]
 
 
-def latency(n: int, queries: int, k: int) -> dict:
+def latency(n: int, queries: int, k: int, with_bm25s: bool = True) -> dict:
     import bm25s
 
     rng = np.random.default_rng(0)
@@ -117,6 +117,8 @@ def latency(n: int, queries: int, k: int) -> dict:
                 "cpu": _pct(cpus),
             }
         conn.close()
+    if not with_bm25s:
+        return res
 
     tokens = [d.split() for d in corpus]
     t = time.perf_counter()
@@ -204,10 +206,11 @@ def main() -> None:
     ap.add_argument("what", choices=["latency", "quality"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--no-bm25s", action="store_true", help="FTS5 only (e.g. at 1M chunks)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == "latency":
-        res = latency(args.n, args.queries, 40)
+        res = latency(args.n, args.queries, 40, not args.no_bm25s)
         (OUT / f"retrieval_keyword_latency_{args.n}.json").write_text(
             json.dumps(res, indent=2)
         )

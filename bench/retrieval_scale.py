@@ -71,7 +71,7 @@ def _pct(values: list[float]) -> dict[str, float]:
     }
 
 
-def sizing(sizes: list[int], queries: int, k: int) -> dict:
+def sizing(sizes: list[int], queries: int, k: int, kinds: tuple[str, ...] = ("flat", "hnsw")) -> dict:
     """Flat vs HNSW (the DenseIndex the store uses): search latency, build time, recall@10."""
     from rag.store.dense_index import DenseIndex
 
@@ -86,7 +86,7 @@ def sizing(sizes: list[int], queries: int, k: int) -> dict:
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
         row: dict = {"n": n}
         truth = []
-        for kind in ("flat", "hnsw"):
+        for kind in kinds:
             idx = DenseIndex(DIM, kind)
             t = time.perf_counter()
             idx.add(np.arange(1, n + 1, dtype=np.int64), data)
@@ -301,6 +301,7 @@ def main() -> None:
     )
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--sizes", default="10000,25000,50000,100000,200000")
+    ap.add_argument("--kinds", default="flat,hnsw", help="index kinds for sizing")
     ap.add_argument(
         "--index-file",
         type=Path,
@@ -310,8 +311,9 @@ def main() -> None:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == "sizing":
-        res = sizing([int(s) for s in args.sizes.split(",")], args.queries, 40)
-        (OUT / "retrieval_scale_sizing.json").write_text(json.dumps(res, indent=2))
+        res = sizing([int(s) for s in args.sizes.split(",")], args.queries, 40, tuple(args.kinds.split(",")))
+        name = "retrieval_scale_sizing" + ("" if args.kinds == "flat,hnsw" else "_" + args.kinds.replace(",", "_"))
+        (OUT / f"{name}_{args.sizes.replace(',', '_')}.json").write_text(json.dumps(res, indent=2))
     else:
         from rag.settings import RetrievalSettings
 

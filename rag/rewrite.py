@@ -20,15 +20,13 @@ REWRITE_MAX_TOKENS = 64
 
 _ZH_PRONOUN = re.compile(r"它们|他们|她们|它|他|她|其|该公司|该|此|这家|那家|这个|那个|这些|那些|上述|前者|后者|同期|对应")
 _ZH_FOLLOWUP = re.compile(r"^(那|那么|还有|另外|以及|而|和|与)|呢[？?]?$")
-_EN_PRONOUN = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|his|her|the company|the same)\b", re.I)
-_EN_FOLLOWUP = re.compile(r"^\s*(what|how)\s+about\b|^\s*(and|also|then)\b", re.I)
+_EN_PRONOUN = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|his|her|the company|the same)\b", re.IGNORECASE)
+_EN_FOLLOWUP = re.compile(r"^\s*(what|how)\s+about\b|^\s*(and|also|then)\b", re.IGNORECASE)
 _EN_QWORDS = frozenset(
-    "what which who whom whose when where why how is are was were do does did the a an of in on for to and or "
-    "about much many its it their they this that".split()
+    ["what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "do", "does", "did", "the", "a", "an", "of", "in", "on", "for", "to", "and", "or", "about", "much", "many", "its", "it", "their", "they", "this", "that"]
 )
 _ZH_QWORDS = frozenset(
-    "什么 多少 哪些 哪个 哪里 哪 谁 如何 怎么 怎样 是否 是 的 了 吗 呢 有 在 为 和 与 及 请问 一下 那 那么 它 其 该 "
-    "这 这个 那个 还有 大约 大概 约 对 于 把 被 给 从 到 请".split()
+    ["什么", "多少", "哪些", "哪个", "哪里", "哪", "谁", "如何", "怎么", "怎样", "是否", "是", "的", "了", "吗", "呢", "有", "在", "为", "和", "与", "及", "请问", "一下", "那", "那么", "它", "其", "该", "这", "这个", "那个", "还有", "大约", "大概", "约", "对", "于", "把", "被", "给", "从", "到", "请"]
 )
 
 REWRITE_PROMPT = {
@@ -157,7 +155,7 @@ def rewrite_question(
         ]
         out = generator.generate(messages, stream=False, max_tokens=REWRITE_MAX_TOKENS, temperature=0.0, stop=["\n"])
         candidate = str(out).strip().strip('"“”').strip()
-        candidate = re.sub(r"^(standalone question|rewritten question|独立问题|改写后的问题)\s*[:：]\s*", "", candidate, flags=re.I)
+        candidate = re.sub(r"^(standalone question|rewritten question|独立问题|改写后的问题)\s*[:：]\s*", "", candidate, flags=re.IGNORECASE)
         if _acceptable(candidate, question, trimmed):
             return candidate
     return heuristic_rewrite(question, trimmed)

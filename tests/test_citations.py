@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from rag.citations import features, is_refusal, parse_markers, split_sentences, support, verify_answer
+from rag.citations import (
+    features,
+    is_refusal,
+    parse_markers,
+    split_sentences,
+    support,
+    verify_answer,
+)
 from rag.records import Chunk, Hit
 
 PAGES = {

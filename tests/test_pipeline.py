@@ -10,7 +10,12 @@ import pytest
 from rag.pipeline import QAPipeline, answer_to_dict, is_looping
 from rag.protocols import Retrieval, SearchFilter
 from rag.records import Answer, Chunk, Hit, Page, ParsedDocument
-from rag.rewrite import heuristic_rewrite, looks_dependent, rewrite_question, trim_history
+from rag.rewrite import (
+    heuristic_rewrite,
+    looks_dependent,
+    rewrite_question,
+    trim_history,
+)
 from rag.settings import Settings, load_settings
 
 DOCS = {

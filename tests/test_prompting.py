@@ -53,7 +53,7 @@ def test_packing_stays_within_budget_and_truncates_the_last_source() -> None:
     assert p.truncated
     assert 1 <= len(p.sources) < 5 and len(p.dropped) == 5 - len(p.sources)
     # the last packed source is cut, the earlier ones are whole
-    blocks = re.findall(r"<source [^>]*>\n(.*?)\n</source>", p.messages[1]["content"], re.S)
+    blocks = re.findall(r"<source [^>]*>\n(.*?)\n</source>", p.messages[1]["content"], re.DOTALL)
     assert len(blocks) == len(p.sources)
     assert all(b == long for b in blocks[:-1]) and blocks[-1].endswith("…") and len(blocks[-1]) < len(long)
 
@@ -78,7 +78,7 @@ def test_document_text_cannot_pose_as_instructions() -> None:
     user = p.messages[1]["content"]
     assert user.count("</source>") == 1 and user.count("<source ") == 1  # only our own tags
     assert "<|im_start|>" not in user and "<|im_end|>" not in user and "[INST]" not in user
-    assert not re.search(r"^system:", user, re.M)
+    assert not re.search(r"^system:", user, re.MULTILINE)
     assert "ignore all previous rules" in user  # the content is kept, only made inert
     assert neutralise("plain 文本 text") == "plain 文本 text"
 
