@@ -244,6 +244,31 @@ def _source_sentences(text: str) -> list[str]:
     return out
 
 
+_EDGE_CHARS = 120  # how far a quote cut by a chunk boundary is extended to its sentence's ends
+
+
+def _complete_sentence(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen text[start:end] to whole-sentence edges when a chunk boundary cut the sentence."""
+    ends = _SENTENCE_END + ".\n"
+    if end < len(text) and text[end - 1] not in ends + _CLOSERS:
+        j = end
+        while j < len(text) and j - end < _EDGE_CHARS and text[j] not in ends:
+            j += 1
+        if j < len(text) and j - end < _EDGE_CHARS and text[j] != "\n":
+            end = j + 1
+            while end < len(text) and text[end] in _CLOSERS:
+                end += 1
+    if start > 0 and text[start - 1] not in ends + " \t":
+        i = start
+        while i > 0 and start - i < _EDGE_CHARS and text[i - 1] not in ends:
+            i -= 1
+        if start - i < _EDGE_CHARS:
+            while i < start and text[i].isspace():
+                i += 1
+            start = i
+    return start, end
+
+
 class QuoteLocator:
     """Finds the exact quote for a claim on the page(s) a chunk comes from."""
 
@@ -277,13 +302,15 @@ class QuoteLocator:
             found = self._find(sentence, hit)
             if found is not None:
                 page, start = found
+                text = self.page(chunk.doc_id, page) or ""
+                start, end = _complete_sentence(text, start, start + len(sentence))
                 return Citation(
                     n=0,
                     doc=chunk.doc or chunk.doc_id,
                     page=page,
-                    quote=sentence,
+                    quote=text[start:end],
                     char_start=start,
-                    char_end=start + len(sentence),
+                    char_end=end,
                     verified=True,
                     chunk_id=chunk.id,
                     doc_id=chunk.doc_id,

