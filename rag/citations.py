@@ -33,6 +33,7 @@ MARKER_RE = re.compile(
     re.IGNORECASE,
 )
 _SPACED_MARKER_RE = re.compile(r"[ \t]*(?:" + MARKER_RE.pattern + ")", re.IGNORECASE)
+_PLACEHOLDER_RE = re.compile(r"[ \t]*[\[【]\s*n\s*[\]】]")
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
@@ -376,6 +377,7 @@ def verify_answer(
     threshold: float = SUPPORT_THRESHOLD,
 ) -> Verification:
     """Check every cited claim of `answer` against `sources` ([1] = sources[0]) and rewrite its markers."""
+    answer = _PLACEHOLDER_RE.sub("", answer)  # "[n]" copied from the instructions is not a citation
     source_feats = [features(hit.chunk.text) for hit in sources]
     allowed = features(question).numbers if question else set()
     locator = QuoteLocator(page_text)

@@ -431,21 +431,10 @@ def cmd_kb_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_kb_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.kb import open_kb
-    from rag.store.migrate import migrate_kb
+    from rag.store.migrate import migrate_to
 
-    src = open_kb(settings, args.name)
-    target_settings = settings.model_copy(deep=True)
-    target_settings.store.backend = args.to
-    target_settings.store.url = args.url
-    try:
-        dst = open_kb(target_settings, args.target_name or args.name, None, create=True)
-        try:
-            result = migrate_kb(src, dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
+    # Vectors are copied as they are: no embedder is loaded, so any KB can move to any backend.
+    result = migrate_to(settings, args.name, args.to, args.url, target_name=args.target_name)
     _report(args, {"migrated": args.name, "to": args.to, "result": result})
     return 0
 

@@ -136,3 +136,8 @@ def test_quote_not_on_any_page_is_not_shown() -> None:
     chunk = Chunk(id="ghost", doc_id="en", text="Ghost revenue was $9 million.", page_start=4, page_end=4, char_start=0, char_end=29, doc="x.pdf")
     v = verify_answer("Ghost revenue was $9 million [1].", [Hit(chunk, 0.9, 1, "dense")], page_text)
     assert v.citations == [] and v.unsupported == ["Ghost revenue was $9 million."]
+
+
+def test_instruction_placeholder_is_not_a_marker() -> None:
+    v = verify_answer("公司法定代表人为邹承慧先生[n]。", [ZH1, ZH2], page_text)
+    assert v.text == "公司法定代表人为邹承慧先生[1]。" and "[n" not in v.text
