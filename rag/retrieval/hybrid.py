@@ -9,6 +9,7 @@ bench/retrieval_calibrate.py.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
 from rag.records import Hit
@@ -31,6 +32,10 @@ class HybridRetriever:
         self.settings = settings
         self._reranker = reranker
 
+    def _snapshot(self) -> AbstractContextManager[object]:
+        snapshot = getattr(self.store, "snapshot", None)
+        return snapshot() if callable(snapshot) else nullcontext()
+
     @property
     def reranker(self):  # type: ignore[no-untyped-def]
         if self._reranker is None and self.settings.reranker:
@@ -48,17 +53,22 @@ class HybridRetriever:
         pool = max(s.candidates, k)
         dense: list[Hit] = []
         keyword: list[Hit] = []
+        vector = None
         if s.mode in ("dense", "hybrid"):
             t = time.perf_counter()
             vector = self.embedder.embed_query(query)
             timings["embed_ms"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            dense = self.store.dense_search(vector, pool, flt)
-            timings["dense_ms"] = (time.perf_counter() - t) * 1000
-        if s.mode in ("keyword", "hybrid"):
-            t = time.perf_counter()
-            keyword = self.store.keyword_search(query, pool, flt)
-            timings["keyword_ms"] = (time.perf_counter() - t) * 1000
+        # Both searches read one snapshot where the backend offers it (pgvector): a writer committing
+        # between them must not make one answer mix the old and new version of a document.
+        with self._snapshot():
+            if vector is not None:
+                t = time.perf_counter()
+                dense = self.store.dense_search(vector, pool, flt)
+                timings["dense_ms"] = (time.perf_counter() - t) * 1000
+            if s.mode in ("keyword", "hybrid"):
+                t = time.perf_counter()
+                keyword = self.store.keyword_search(query, pool, flt)
+                timings["keyword_ms"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
         if s.mode == "hybrid":
