@@ -426,7 +426,7 @@ def verify_answer(
             edits.extend(_Edit(s + a, s + b, "") for a, b, _ in parse_markers(sentence))
             continue
         markers = parse_markers(sentence)
-        if bare.endswith(("?", "？")):  # a question (often the model echoing ours) claims nothing
+        if not bare.strip("。.，,；;：:!！ ") or bare.endswith(("?", "？")):  # a bare marker / a question claims nothing
             edits.extend(_Edit(s + a, s + b, "") for a, b, _ in markers)
             continue
         sentence_feats = features(bare)
