@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from rag.errors import CiteqaError
 from rag.records import Citation, Hit
+from rag.store.analyzer import stem
 
 PageText = Callable[[str, int], str]  # (doc_id, 1-based page) -> page text
 
@@ -72,18 +73,6 @@ def _norm_number(raw: str) -> str:
     return value.lstrip("0") or "0"
 
 
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    if len(word) > 5 and word.endswith("ing"):
-        return word[:-3]
-    if len(word) > 4 and word.endswith("ed"):
-        return word[:-2]
-    return word
-
-
 @dataclass(slots=True)
 class Features:
     grams: set[str]
@@ -102,7 +91,7 @@ def features(text: str) -> Features:
     for word in _WORD.findall(text):
         w = word.lower().replace("’", "'").removesuffix("'s")
         if w not in EN_STOP and len(w) > 1:
-            grams.add(_stem(w))
+            grams.add(stem(w))
     numbers = {_norm_number(m) for m in _NUMBER.findall(text.replace("，", ","))}
     grams |= numbers
     return Features(grams, numbers)

@@ -8,6 +8,7 @@ and turned into JSON with `dataclasses.asdict` at the edges (CLI, server).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -119,3 +120,8 @@ class DocumentInfo:
     chunks: int
     added_at: float = 0.0
     paths: list[str] = field(default_factory=list)
+
+
+def display_name(source: str) -> str:
+    """How a document is named in citations: its file name (the full source path stays in DocumentInfo)."""
+    return Path(source).name or source

@@ -32,7 +32,7 @@ def _jieba():  # type: ignore[no-untyped-def]
     return jieba
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     """A tiny English suffix stripper: enough to match revenue/revenues, operating/operate."""
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
@@ -60,5 +60,5 @@ def tokenize(text: str) -> list[str]:
         else:
             word = piece.lower()
             if word not in EN_STOP and len(word) > 1:
-                out.append(_stem(word))
+                out.append(stem(word))
     return out

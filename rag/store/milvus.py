@@ -39,7 +39,7 @@ from rag.errors import (
     KnowledgeBaseNotFound,
 )
 from rag.protocols import SearchFilter
-from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
+from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument, display_name
 from rag.store.analyzer import tokenize
 from rag.store.manifest import Manifest, check_embedder
 
@@ -137,9 +137,6 @@ def _split_utf8(text: str, limit: int) -> list[str]:
             return parts
 
 
-def _display_name(source: str) -> str:
-    return Path(source).name or source
-
 
 _CHUNK_FIELDS = ["id", "doc_id", "text", "page_start", "page_end", "char_start", "char_end", "section", "token_count", "ordinal", "source"]
 
@@ -156,7 +153,7 @@ def _entity_to_chunk(e: dict[str, Any]) -> Chunk:
         section=e.get("section", ""),
         token_count=int(e.get("token_count", 0)),
         ordinal=int(e["ordinal"]),
-        doc=_display_name(e.get("source", "")),
+        doc=display_name(e.get("source", "")),
     )
 
 

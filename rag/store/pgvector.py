@@ -40,7 +40,7 @@ from rag.errors import (
     KnowledgeBaseNotFound,
 )
 from rag.protocols import SearchFilter
-from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
+from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument, display_name
 from rag.store.analyzer import tokenize
 from rag.store.manifest import Manifest, check_embedder
 
@@ -224,9 +224,6 @@ def tsvector_literal(text: str) -> str:
     return " ".join(f"{_quote_lexeme(t)}:{','.join(map(str, p))}" for t, p in positions.items())
 
 
-def _display_name(source: str) -> str:
-    return Path(source).name or source
-
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
     return Chunk(
@@ -240,7 +237,7 @@ def _row_to_chunk(row: Sequence[Any]) -> Chunk:
         section=row[7],
         token_count=row[8],
         ordinal=row[9],
-        doc=_display_name(row[10]),
+        doc=display_name(row[10]),
     )
 
 

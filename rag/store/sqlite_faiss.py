@@ -32,7 +32,7 @@ from rag.errors import (
     KnowledgeBaseNotFound,
 )
 from rag.protocols import SearchFilter
-from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
+from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument, display_name
 from rag.settings import Settings
 from rag.store import chunk_text_hash
 from rag.store.dense_index import DenseIndex
@@ -69,9 +69,6 @@ _CHUNK_COLS = (
 )
 
 
-def _display_name(source: str) -> str:
-    return Path(source).name or source
-
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
     return Chunk(
@@ -85,7 +82,7 @@ def _row_to_chunk(row: Sequence[Any]) -> Chunk:
         char_end=row[8],
         section=row[9],
         token_count=row[10],
-        doc=_display_name(row[11]),
+        doc=display_name(row[11]),
     )
 
 
