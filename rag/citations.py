@@ -278,17 +278,22 @@ class QuoteLocator:
             self._pages[key] = text
         return self._pages[key]
 
-    def locate(self, claim: Features, hit: Hit) -> Citation | None:
-        """The best-matching sentence of the chunk, found verbatim on its page; None when none is."""
+    def locate(self, claim: Features, hit: Hit, known: set[str] | frozenset[str] = frozenset()) -> Citation | None:
+        """The best-matching sentence of the chunk, found verbatim on its page; None when none is.
+
+        `known` are numbers the question already gave: they say nothing about where the answer is."""
+        new_numbers = claim.numbers - set(known)
         chunk = hit.chunk
-        scored: list[tuple[float, int, str]] = []
+        scored: list[tuple[int, int, int, str]] = []
         for sentence in _source_sentences(chunk.text):
             f = features(sentence)
-            overlap = len(claim.grams & f.grams) + len(claim.numbers & f.numbers)
+            overlap = len(claim.grams & f.grams)
             if overlap:
-                scored.append((overlap, -len(sentence), sentence))
+                # The claim's numbers are its checkable facts: the sentence carrying them is the evidence,
+                # even when a title repeats more of the claim's words ("星河新能源…2024年年度报告").
+                scored.append((len(new_numbers & f.numbers), overlap, -len(sentence), sentence))
         scored.sort(reverse=True)
-        for _, _, sentence in scored[:8]:
+        for *_, sentence in scored[:8]:
             found = self._find(sentence, hit)
             if found is not None:
                 page, start = found
@@ -378,7 +383,7 @@ def verify_answer(
     refusal = False
 
     def cite(claim: Features, index: int) -> int | None:
-        found = locator.locate(claim, sources[index])
+        found = locator.locate(claim, sources[index], allowed)
         if found is None:
             return None
         key = (found.doc_id, found.page, found.char_start, found.char_end)

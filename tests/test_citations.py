@@ -141,3 +141,16 @@ def test_quote_not_on_any_page_is_not_shown() -> None:
 def test_instruction_placeholder_is_not_a_marker() -> None:
     v = verify_answer("公司法定代表人为邹承慧先生[n]。", [ZH1, ZH2], page_text)
     assert v.text == "公司法定代表人为邹承慧先生[1]。" and "[n" not in v.text
+
+
+def test_quote_is_the_sentence_with_the_answer_not_a_title_that_repeats_the_question() -> None:
+    page = "星河新能源股份有限公司2024年年度报告摘要\n报告期内，公司实现营业收入58.3亿元，同比增长24.6%；净利润为6.12亿元。"
+    PAGES[("xh", 1)] = page
+    try:
+        src = hit("xh", 1, page, 1, "xinghe.pdf")
+        v = verify_answer("星河新能源2024年营业收入为58.3亿元[1]", [src], page_text, question="星河新能源2024年营业收入是多少？")
+        assert len(v.citations) == 1
+        assert "58.3亿元" in v.citations[0].quote and "年度报告摘要" not in v.citations[0].quote
+        assert_exact(v.citations)
+    finally:
+        del PAGES[("xh", 1)]
