@@ -284,14 +284,16 @@ class QuoteLocator:
         `known` are numbers the question already gave: they say nothing about where the answer is."""
         new_numbers = claim.numbers - set(known)
         chunk = hit.chunk
-        scored: list[tuple[int, int, int, str]] = []
+        scored: list[tuple[int, int, int, int, str]] = []
         for sentence in _source_sentences(chunk.text):
             f = features(sentence)
             overlap = len(claim.grams & f.grams)
             if overlap:
                 # The claim's numbers are its checkable facts: the sentence carrying them is the evidence,
                 # even when a title repeats more of the claim's words ("星河新能源…2024年年度报告").
-                scored.append((len(new_numbers & f.numbers), overlap, -len(sentence), sentence))
+                scored.append(
+                    (len(new_numbers & f.numbers), len(claim.numbers & f.numbers), overlap, -len(sentence), sentence)
+                )
         scored.sort(reverse=True)
         for *_, sentence in scored[:8]:
             found = self._find(sentence, hit)
