@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ingest.parsers.files import check_size, read_head, sha256_file, sniff
-from ingest.parsers.sections import Item, build_pages, first_heading
+from ingest.parsers.sections import Item, build_pages, check_pages, first_heading
 from ingest.parsers.textclean import clean_line
-from rag.errors import CorruptDocument, DocumentTooLarge, EmptyDocument, EncryptedDocument
+from rag.errors import (
+    CorruptDocument,
+    EncryptedDocument,
+)
 from rag.lang import join_lines
 from rag.records import ParsedDocument
 from rag.settings import IngestSettings
@@ -127,12 +130,7 @@ def parse_docx(path: Path, settings: IngestSettings, password: str | None = None
         raise CorruptDocument(str(path), f"damaged .docx ({' '.join(str(exc).split())[:160]})") from exc
     items = docx_items(document)
     pages = build_pages(items, split_level=1)
-    if not any(p.text for p in pages):
-        raise EmptyDocument(str(path), "no text in document")
-    if len(pages) > settings.max_pages:
-        raise DocumentTooLarge(
-            str(path), f"{len(pages)} pages, over the limit of {settings.max_pages} (ingest.max_pages)"
-        )
+    check_pages(str(path), pages, settings.max_pages, empty="no text in document")
     title = clean_line(document.core_properties.title or "")
     return ParsedDocument(
         source=str(path),

@@ -12,9 +12,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from ingest.parsers.files import check_size, decode_text, sha256_bytes
-from ingest.parsers.sections import Item, build_pages, first_heading
+from ingest.parsers.sections import Item, build_pages, check_pages, first_heading
 from ingest.parsers.textclean import clean_line
-from rag.errors import DocumentTooLarge, EmptyDocument, ParseError
+from rag.errors import ParseError
 from rag.records import ParsedDocument
 from rag.settings import IngestSettings
 
@@ -169,12 +169,7 @@ def parse_html(path: Path, settings: IngestSettings, password: str | None = None
         raise ParseError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
     items, title = html_items(decode_html(path, data))
     pages = build_pages(items)
-    if not any(p.text for p in pages):
-        raise EmptyDocument(str(path), "no text in HTML")
-    if len(pages) > settings.max_pages:
-        raise DocumentTooLarge(
-            str(path), f"{len(pages)} sections, over the limit of {settings.max_pages} (ingest.max_pages)"
-        )
+    check_pages(str(path), pages, settings.max_pages, empty="no text in HTML", unit="sections")
     return ParsedDocument(
         source=str(path),
         sha256=sha256_bytes(data),

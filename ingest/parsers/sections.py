@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ingest.parsers.tables import rows_to_markdown
+from rag.errors import DocumentTooLarge, EmptyDocument
 from rag.records import Block, Page, Table
 
 PAGE_CHARS = 3000  # about one printed page of English (~1.5 of Chinese)
@@ -114,3 +115,11 @@ def first_heading(items: Sequence[Item]) -> str:
         if item.kind == "heading" and item.text.strip():
             return " ".join(item.text.split())[:200]
     return ""
+
+
+def check_pages(source: str, pages: Sequence[Page], max_pages: int, *, empty: str, unit: str = "pages") -> None:
+    """The checks every flowing format applies to its pages: some text, and no more than `max_pages`."""
+    if not any(p.text for p in pages):
+        raise EmptyDocument(source, empty)
+    if len(pages) > max_pages:
+        raise DocumentTooLarge(source, f"{len(pages)} {unit}, over the limit of {max_pages} (ingest.max_pages)")

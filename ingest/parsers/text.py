@@ -12,9 +12,15 @@ import re
 from pathlib import Path
 
 from ingest.parsers.files import check_size, decode_text, sha256_bytes
-from ingest.parsers.sections import Item, build_page, build_pages, first_heading
+from ingest.parsers.sections import (
+    Item,
+    build_page,
+    build_pages,
+    check_pages,
+    first_heading,
+)
 from ingest.parsers.textclean import clean_line
-from rag.errors import DocumentTooLarge, EmptyDocument, ParseError
+from rag.errors import ParseError
 from rag.lang import join_lines
 from rag.records import ParsedDocument
 from rag.settings import IngestSettings
@@ -130,12 +136,7 @@ def parse_text(path: Path, settings: IngestSettings, password: str | None = None
         all_items = to_items(text)
         pages = build_pages(all_items)
         unit = "section"
-    if not any(p.text for p in pages):
-        raise EmptyDocument(str(path), "no text in file")
-    if len(pages) > settings.max_pages:
-        raise DocumentTooLarge(
-            str(path), f"{len(pages)} pages, over the limit of {settings.max_pages} (ingest.max_pages)"
-        )
+    check_pages(str(path), pages, settings.max_pages, empty="no text in file")
     return ParsedDocument(
         source=str(path),
         sha256=sha256_bytes(data),
