@@ -83,7 +83,7 @@ def pdf_pages(name: str) -> list[str]:
         return [_norm(page.get_text()) for page in doc]
 
 
-def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]], raw: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     evidence = set(q.get("evidence_pages") or [])
     sources = [(h.chunk.doc, h.chunk.page_start, h.chunk.page_end, round(h.score, 4)) for h in answer.sources]
     if evidence:
@@ -107,7 +107,7 @@ def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]]) 
     gold = str(q.get("answer", ""))
     return {
         "id": q["id"], "language": q.get("language"), "kind": q["kind"], "question": q["question"], "doc": q["doc"],
-        "gold": gold[:300], "answer": answer.text, "refused": answer.refused, "citations": cites,
+        "gold": gold[:300], "raw": raw, "answer": answer.text, "refused": answer.refused, "citations": cites,
         "unsupported": answer.unsupported, "sources": sources, "evidence_retrieved": retrieved,
         "gold_in_answer": bool(gold) and len(gold) <= 40 and _norm(gold) in _norm(answer.text),
         "timings": answer.timings,
@@ -190,6 +190,10 @@ def main() -> int:
     parser.add_argument("--prompt-cache", action="store_true", help="give llama.cpp a RAM prompt cache (see rag.pipeline)")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier results in answers_bench.jsonl")
     parser.add_argument("--summarize", action="store_true", help="only rewrite the summary from answers_bench.jsonl")
+    parser.add_argument(
+        "--reverify", action="store_true",
+        help="no LLM: re-run retrieval and citation verification on the stored raw answers with the current code",
+    )
     args = parser.parse_args()
     if args.summarize:
         rows = [json.loads(line) for line in (OUT / "answers_bench.jsonl").open(encoding="utf-8") if line.strip()]
@@ -222,11 +226,13 @@ def main() -> int:
                      "context_tokens": settings.llm.context_tokens, "max_answer_tokens": settings.llm.max_answer_tokens},
     }
     print("ingested", json.dumps(extra, ensure_ascii=False), flush=True)
+    results = OUT / "answers_bench.jsonl"
+    if args.reverify:
+        return reverify(results, store, embedder, settings, extra)
     generator = make_generator(settings)
     extra["prompt_cache"] = enable_prompt_cache(generator) if args.prompt_cache else False
     pipeline = QAPipeline(store, embedder, generator, settings)
 
-    results = OUT / "answers_bench.jsonl"
     rows: list[dict[str, Any]] = []
     if results.exists() and not args.fresh:
         rows = [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
@@ -237,8 +243,13 @@ def main() -> int:
         for i, q in enumerate(questions, 1):
             if q["id"] in done:
                 continue
-            answer = pipeline.ask(q["question"])
-            row = evaluate(q, answer, store, pdf_cache)
+            pieces: list[str] = []
+            for item in pipeline.ask_stream(q["question"]):
+                if isinstance(item, str):
+                    pieces.append(item)
+                else:
+                    answer = item
+            row = evaluate(q, answer, store, pdf_cache, "".join(pieces))
             rows.append(row)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
@@ -254,6 +265,41 @@ def main() -> int:
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     store.close()
     return 0
+
+
+def reverify(results: Path, store, embedder, settings, extra: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
+    """Re-check stored raw answers (same retrieval, current verification) without calling the LLM."""
+    from rag.lang import detect_language
+    from rag.pipeline import QAPipeline
+    from rag.records import Answer
+
+    pipeline = QAPipeline(store, embedder, None, settings)  # type: ignore[arg-type]  # finalize() needs no LLM
+    questions = {q["id"]: q for q in load_questions(10_000, 10_000)}
+    rows = [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
+    pdf_cache: dict[str, list[str]] = {}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        q = questions.get(row["id"]) or {**row, "answer": row["gold"]}
+        if "raw" not in row:
+            continue
+        retrieval = pipeline.retriever.retrieve(row["question"], settings.retrieval.top_k)
+        if retrieval.no_evidence or not retrieval.hits:
+            answer = Answer(text=row["answer"], refused=True, timings=row["timings"])
+        else:
+            answer = pipeline.finalize(row["raw"], row_sources(retrieval.hits, row), row["question"], detect_language(row["question"]))
+            answer.timings = row["timings"]
+        new = evaluate(q, answer, store, pdf_cache, row["raw"])
+        if new["refused"] != row["refused"] or len(new["citations"]) != len(row["citations"]):
+            print(f"{row['id']}: refused {row['refused']} -> {new['refused']}, citations {len(row['citations'])} -> {len(new['citations'])}")
+        out.append(new)
+    summary = write_summary(out, {**extra, "reverified": True, "rows": len(out)})
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 0
+
+
+def row_sources(hits: list, row: dict[str, Any]) -> list:  # type: ignore[type-arg]
+    """The hits that were in the prompt: the stored row lists them in order (the budget may have cut some)."""
+    return hits[: len(row["sources"])]
 
 
 if __name__ == "__main__":

@@ -43,10 +43,22 @@ SUBSET = [
 ]  # fmt: skip
 
 
-def _docs(all_docs: bool) -> list[Path]:
+def _docs(all_docs: bool | str) -> list[Path]:
+    if all_docs == "done":  # every document both sides have finished (a long `--all` run cut short)
+        return _finished()
     if all_docs:
         return sorted((BENCH / "docs").glob("*.pdf"))
     return [BENCH / "docs" / name for name in SUBSET]
+
+
+def _finished() -> list[Path]:
+    import sqlite3
+
+    db = HOME / KB / "kb.sqlite"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        sources = {Path(row[0]).name for row in con.execute("SELECT source FROM documents")}
+    cached = {p.stem for p in (OUT / "lc_cache").glob("*.pkl")}
+    return sorted(p for p in (BENCH / "docs").glob("*.pdf") if p.name in sources and p.stem in cached)
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -264,7 +276,13 @@ def main() -> None:
     ap.add_argument(
         "--all", action="store_true", help="use every bench document, not the subset"
     )
+    ap.add_argument(
+        "--done", action="store_true",
+        help="eval only: every document both sides have finished (an `--all` ingest cut short)",
+    )
     args = ap.parse_args()
+    if args.done:
+        args.all = "done"
     OUT.mkdir(parents=True, exist_ok=True)
     if args.stage in ("ingest", "all"):
         ingest(args.all)

@@ -25,6 +25,14 @@ PageText = Callable[[str, int], str]  # (doc_id, 1-based page) -> page text
 SUPPORT_THRESHOLD = 0.5  # share of the claim's content grams found in the source
 AUTO_CITE_THRESHOLD = 0.7  # an uncited sentence gets a citation only when clearly supported
 MIN_CLAIM_GRAMS = 3  # shorter uncited sentences ("Sure.", "Yes.") are neither cited nor flagged
+# A claim must be backed by one passage of the source — a sentence and this many either side — not by
+# words scattered over a whole chunk: "the school has 18 students" must not verify because "18"
+# appears three paragraphs away from "school".
+WINDOW_SENTENCES = 2
+# A short answer ("敬师日", "Tim Cook") carries too few words to check on its own: it must appear
+# verbatim in a passage that also covers this share of the question's content words.
+SHORT_CLAIM_GRAMS = 6
+QUESTION_COVERAGE = 0.3
 MAX_QUOTE_CHARS = 320
 
 _DIGITS = r"\d+(?:\s*[-–]\s*\d+)?"
@@ -35,10 +43,11 @@ MARKER_RE = re.compile(
 )
 _SPACED_MARKER_RE = re.compile(r"[ \t]*(?:" + MARKER_RE.pattern + ")", re.IGNORECASE)
 _PLACEHOLDER_RE = re.compile(r"[ \t]*[\[【]\s*n\s*[\]】]")
+_NESTED_PLACEHOLDER_RE = re.compile(r"\[\s*n\s*(\[\s*\d+\s*\])\s*\]")  # "[n [1]]" -> "[1]"
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
-_NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:[.,]\d+)*")  # "Q3"/"FY2023" are names, "$5.2" is a number
+_NUMBER = re.compile(r"(?<![A-Za-z0-9])\d+(?:[.,]\d+)*")  # "Q3"/"FY2023" are names, "$5.2" is a number
 _LIST_PREFIX = re.compile(r"^\s*(?:\d{1,2}[.)、]\s+|[-*•]\s+|#+\s+)")
 _SENTENCE_END = "。！？!?；;"
 _ABBREV = frozenset(
@@ -51,6 +60,10 @@ EN_STOP = frozenset(
 )
 ZH_STOP_GRAMS = frozenset(
     ["根据", "据资", "资料", "料中", "料显", "显示", "文档", "档中", "档显", "提到", "中提", "所述", "来源", "可知", "我们", "以上", "上资", "如下"]
+)
+# Question words: they never appear in the passage that answers the question.
+ZH_QUESTION_GRAMS = frozenset(
+    ["什么", "是什", "哪里", "哪个", "哪一", "哪些", "哪位", "哪年", "多少", "是谁", "为什", "怎么", "怎样", "如何", "是否", "是哪", "有多", "几个", "请问", "么时"]
 )
 
 REFUSAL_PATTERNS = re.compile(
@@ -114,6 +127,78 @@ def support(claim: Features, source: Features, allowed_numbers: set[str] | froze
     hit = len(claim.grams & source.grams)
     missing = claim.numbers - source.numbers - set(allowed_numbers)
     return Support(hit / len(claim.grams), not missing, missing)
+
+
+def _plain(text: str) -> str:
+    """Letters, digits and CJK only, lower-cased: how a short answer is looked up in a source."""
+    return "".join(re.findall(r"\w", MARKER_RE.sub("", text))).lower()
+
+
+@dataclass(slots=True)
+class SourceFeatures:
+    """A source chunk as passages: each window of sentences with its features and plain text."""
+
+    windows: list[Features]
+    plains: list[str]
+
+
+def _table_header(sentences: list[str], i: int) -> int | None:
+    """Index of the header row of the markdown table sentence i belongs to (None outside tables)."""
+    if not sentences[i].lstrip().startswith("|"):
+        return None
+    while i > 0 and sentences[i - 1].lstrip().startswith("|"):
+        i -= 1
+    return i
+
+
+def source_features(text: str, window: int = WINDOW_SENTENCES) -> SourceFeatures:
+    """Windows of `window` sentences either side of each sentence; a table row keeps its header row."""
+    sentences = [text[a:b] for a, b in split_sentences(text)] or [text]
+    windows: list[Features] = []
+    plains: list[str] = []
+    for i in range(len(sentences)):
+        part = sentences[max(0, i - window) : i + window + 1]
+        header = _table_header(sentences, i)
+        if header is not None and header < i - window:
+            part = [sentences[header], *part]
+        joined = "\n".join(part)
+        windows.append(features(joined))
+        plains.append(_plain(joined))
+    return SourceFeatures(windows, plains)
+
+
+def best_support(claim: Features, source: SourceFeatures, allowed: set[str] | frozenset[str] = frozenset()) -> Support:
+    """The best support any one passage of `source` gives `claim` (a passing one before a higher score)."""
+    best = Support(0.0, False)
+    for window in source.windows:
+        sup = support(claim, window, allowed)
+        if (sup.passes(), sup.score) > (best.passes(), best.score):
+            best = sup
+    return best
+
+
+def question_features(question: str) -> Features:
+    """The question's content grams, question words removed."""
+    f = features(question)
+    return Features(f.grams - ZH_QUESTION_GRAMS, f.numbers)
+
+
+def short_answer_support(answer: str, question: Features, source: SourceFeatures) -> Support:
+    """Support for a short answer: verbatim in a passage that covers enough of the question."""
+    needle = _plain(answer)
+    best = Support(0.0, False)
+    if len(needle) < 2 or not question.grams:
+        return best
+    for window, plain in zip(source.windows, source.plains):
+        if needle in plain:
+            score = len(question.grams & window.grams) / len(question.grams)
+            if score > best.score:
+                best = Support(score, True)
+    return best
+
+
+def is_short_claim(claim: Features) -> bool:
+    return len(claim.grams) < SHORT_CLAIM_GRAMS and not claim.numbers
 
 
 def is_refusal(text: str) -> bool:
@@ -259,6 +344,24 @@ def _complete_sentence(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def _sentence_tail(text: str) -> str:
+    """The unfinished sentence at the end of `text` (empty when it ends one, or when it runs too long)."""
+    head = text[-_EDGE_CHARS:]
+    cut = max(max(head.rfind(ch) for ch in _SENTENCE_END + "\n"), head.rfind(". "))
+    if cut < 0:
+        return head if len(text) <= _EDGE_CHARS else ""
+    return head[cut + 1 :]
+
+
+def _sentence_head(text: str) -> str:
+    """The rest of a sentence cut at the start of `text`, up to its end (empty when it runs too long)."""
+    tail = text[:_EDGE_CHARS]
+    stops = [i for i in (tail.find(ch) for ch in _SENTENCE_END + "\n") if i >= 0]
+    if (dot := tail.find(". ")) >= 0:
+        stops.append(dot)
+    return tail[: min(stops) + 1] if stops else ""
+
+
 class QuoteLocator:
     """Finds the exact quote for a claim on the page(s) a chunk comes from."""
 
@@ -313,6 +416,24 @@ class QuoteLocator:
                     doc_id=chunk.doc_id,
                 )
         return None
+
+    def widened(self, hit: Hit) -> str:
+        """The chunk's text with the sentences its edges cut completed from the page text.
+
+        A chunk boundary — or a page break — can cut "2012年10月18日起，珠江台被…勒令停止播送" in two;
+        the claim's passage is the whole sentence. (The quote shown stays on the chunk's own page.)"""
+        chunk = hit.chunk
+        text = self.page(chunk.doc_id, chunk.page_start)
+        start, end = chunk.char_start, chunk.char_end
+        if not text or not (0 <= start <= end <= len(text)) or not chunk.text.endswith(text[start:end]):
+            return chunk.text
+        before = text[:start]
+        if not before.strip():
+            before = (self.page(chunk.doc_id, chunk.page_start - 1) or "") if chunk.page_start > 1 else ""
+        after = text[end:]
+        if not after.strip():
+            after = self.page(chunk.doc_id, chunk.page_start + 1) or ""
+        return _sentence_tail(before) + chunk.text + _sentence_head(after)
 
     def _find(self, sentence: str, hit: Hit) -> tuple[int, int] | None:
         chunk = hit.chunk
@@ -373,10 +494,14 @@ def verify_answer(
     threshold: float = SUPPORT_THRESHOLD,
 ) -> Verification:
     """Check every cited claim of `answer` against `sources` ([1] = sources[0]) and rewrite its markers."""
+    answer = _NESTED_PLACEHOLDER_RE.sub(r"\1", answer)  # "[n [1]]": the model wrapped a real marker
     answer = _PLACEHOLDER_RE.sub("", answer)  # "[n]" copied from the instructions is not a citation
-    source_feats = [features(hit.chunk.text) for hit in sources]
     allowed = features(question).numbers if question else set()
+    asked = question_features(question) if question else None
     locator = QuoteLocator(page_text)
+    source_texts = [locator.widened(hit) for hit in sources]
+    source_feats = [source_features(text) for text in source_texts]
+    chunk_numbers = [features(text).numbers for text in source_texts]
     numbering: dict[tuple[str, int, int, int], int] = {}
     citations: list[Citation] = []
     unsupported: list[str] = []
@@ -395,18 +520,29 @@ def verify_answer(
             citations.append(found)
         return numbering[key]
 
-    def cite_best(claim: Features, preferred: list[int], bar: float) -> tuple[list[int], bool]:
+    def backs(claim: Features, text: str, index: int, bar: float) -> float | None:
+        """How well source `index` backs the claim (None: not enough)."""
+        if asked is not None and is_short_claim(claim):
+            sup, bar = short_answer_support(text, asked, source_feats[index]), QUESTION_COVERAGE
+        elif claim.grams:
+            # a number the question gave need not sit in the claim's passage — but must be in the chunk
+            sup = best_support(claim, source_feats[index], allowed & chunk_numbers[index])
+        else:
+            return None
+        return sup.score if sup.passes(bar) else None
+
+    def cite_best(claim: Features, text: str, preferred: list[int], bar: float) -> tuple[list[int], bool]:
         """Numbers of citations backing `claim`: every cited source that supports it and can be
         quoted; failing that, the best other source (re-pointed). Returns (numbers, repointed)."""
         numbers: list[int] = []
         for i in preferred:
-            ok = support(claim, source_feats[i], allowed).passes(bar)
+            ok = backs(claim, text, i, bar) is not None
             if ok and (n := cite(claim, i)) is not None and n not in numbers:
                 numbers.append(n)
         if numbers:
             return numbers, False
         ranked = sorted(
-            ((sup.score, -i, i) for i, f in enumerate(source_feats) if (sup := support(claim, f, allowed)).passes(bar)),
+            ((score, -i, i) for i in range(len(sources)) if (score := backs(claim, text, i, bar)) is not None),
             reverse=True,
         )
         for _, _, i in ranked:
@@ -427,10 +563,11 @@ def verify_answer(
             continue
         sentence_feats = features(bare)
         if not markers:
-            if len(sentence_feats.grams) < MIN_CLAIM_GRAMS and not sentence_feats.numbers:
-                continue  # filler ("Sure.", "是的。")
+            short = len(sentence_feats.grams) < MIN_CLAIM_GRAMS and not sentence_feats.numbers
+            numbers = [] if short and asked is None else cite_best(sentence_feats, bare, [], AUTO_CITE_THRESHOLD)[0]
+            if short and not numbers:
+                continue  # filler ("Sure.", "是的。") — or a short answer no passage backs: not a claim
             content += 1
-            numbers, _ = cite_best(sentence_feats, [], AUTO_CITE_THRESHOLD)
             if numbers:
                 at = _marker_insert_point(answer, s, e)
                 spacer = " " if at > 0 and answer[at - 1].isascii() and answer[at - 1].isalnum() else ""
@@ -446,10 +583,10 @@ def verify_answer(
             prev_end = b
             claim = features(claim_text)
             if len(claim.grams) < 2:  # "According to [1], ..." — the marker stands for the whole sentence
-                claim = sentence_feats
+                claim, claim_text = sentence_feats, bare
             given = [n - 1 for n in cited if 1 <= n <= len(sources)]
             removed += len(cited) - len(given)
-            numbers, moved = cite_best(claim, given, threshold) if claim.grams else ([], False)
+            numbers, moved = cite_best(claim, claim_text, given, threshold) if claim.grams else ([], False)
             repointed += moved
             if not numbers:
                 sentence_ok = False

@@ -46,8 +46,8 @@ SYSTEM_PROMPTS = {
 
 _QUESTION_LABEL = {"en": "Question: ", "zh": "问题："}
 _REMINDER = {
-    "en": "Answer in English using only the sources above, and cite them as [n].",
-    "zh": "请只根据以上资料用中文回答，并用[n]标注出处。",
+    "en": "Answer in English using only the sources above; end each sentence with its source number in square brackets, e.g. [1].",
+    "zh": "请只根据以上资料用中文回答，并在句末用方括号标注资料编号，例如[1]。",
 }
 
 # Per-message cost of the chat template (role markers, separators) plus a safety margin: the exact

@@ -154,3 +154,60 @@ def test_quote_is_the_sentence_with_the_answer_not_a_title_that_repeats_the_ques
         assert_exact(v.citations)
     finally:
         del PAGES[("xh", 1)]
+
+
+def _page_hit(key: tuple[str, int], page: str, doc: str) -> Hit:
+    PAGES[key] = page
+    return hit(key[0], key[1], page, 1, doc)
+
+
+def test_a_number_far_from_the_claim_does_not_verify_it() -> None:
+    # "18" is in the chunk, but five sentences away from anything about students.
+    page = (
+        "嘉诺撒圣家学校是香港九龙城区的一所津贴女子小学。学校位于九龙城联合道。该校于1954年创校。"
+        "校舍于1970年代扩建。学校设有图书馆。礼堂可容纳18张圆桌。"
+    )
+    try:
+        src = _page_hit(("sch", 1), page, "school.pdf")
+        v = verify_answer("嘉诺撒圣家学校目前有18名在校学生[1]。", [src], page_text, question="嘉诺撒圣家学校有多少名学生？")
+        assert v.citations == [] and v.unsupported == ["嘉诺撒圣家学校目前有18名在校学生。"]
+        # the same number next to the claim's words verifies
+        ok = verify_answer("该校于1954年创校[1]。", [src], page_text, question="嘉诺撒圣家学校哪年创校？")
+        assert [c.quote for c in ok.citations] == ["该校于1954年创校。"]
+    finally:
+        del PAGES[("sch", 1)]
+
+
+def test_a_table_row_is_checked_with_its_header() -> None:
+    rows = "\n".join(f"| Segment {i} | {100 + i} | {90 + i} |" for i in range(8))
+    page = f"| Segment | 2023 | 2022 |\n| --- | --- | --- |\n{rows}\n| Services | 85,200 | 78,129 |"
+    try:
+        src = _page_hit(("tbl", 1), page, "t.pdf")
+        v = verify_answer("Services revenue was 85,200 in 2023 [1].", [src], page_text, question="What were Services revenues?")
+        assert len(v.citations) == 1 and "85,200" in v.citations[0].quote
+        assert_exact(v.citations)
+    finally:
+        del PAGES[("tbl", 1)]
+
+
+def test_a_short_answer_verifies_where_its_passage_covers_the_question() -> None:
+    page = "学生会每年都会举办不同的活动予学生，然而最著名的有：敬师日由学生会举办，以作学生感谢老师。学校位于沙田。"
+    try:
+        src = _page_hit(("hk", 1), page, "school.pdf")
+        question = "学生会举办的最有名的活动是什么？"
+        v = verify_answer("敬师日", [src], page_text, question=question)
+        assert v.text == "敬师日[1]" and "敬师日" in v.citations[0].quote
+        assert_exact(v.citations)
+        # the same words, but asked about something the passage does not cover: not verified, not shown
+        other = verify_answer("敬师日[1]", [src], page_text, question="香港政府的教育局局长是谁？")
+        assert other.citations == [] and other.unsupported == ["敬师日"]
+        # a short answer that is not in the source at all
+        absent = verify_answer("中秋晚会[1]", [src], page_text, question=question)
+        assert absent.citations == [] and absent.unsupported == ["中秋晚会"]
+    finally:
+        del PAGES[("hk", 1)]
+
+
+def test_a_placeholder_wrapped_around_a_marker_keeps_the_marker() -> None:
+    v = verify_answer("公司法定代表人为邹承慧先生[n [2]]", [ZH1, ZH2], page_text)
+    assert v.text == "公司法定代表人为邹承慧先生[1]" and len(v.citations) == 1
