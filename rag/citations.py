@@ -30,9 +30,9 @@ MIN_CLAIM_GRAMS = 3  # shorter uncited sentences ("Sure.", "Yes.") are neither c
 # appears three paragraphs away from "school".
 WINDOW_SENTENCES = 2
 # A short answer ("敬师日", "Tim Cook") carries too few words to check on its own: it must appear
-# verbatim in a passage that also covers this share of the question's content words.
+# verbatim in a sentence that also covers this share of the question's content words.
 SHORT_CLAIM_GRAMS = 6
-QUESTION_COVERAGE = 0.3
+QUESTION_COVERAGE = 0.4
 MAX_QUOTE_CHARS = 320
 
 _DIGITS = r"\d+(?:\s*[-–]\s*\d+)?"
@@ -136,10 +136,11 @@ def _plain(text: str) -> str:
 
 @dataclass(slots=True)
 class SourceFeatures:
-    """A source chunk as passages: each window of sentences with its features and plain text."""
+    """A source chunk as passages (each sentence with its neighbours) and as single sentences."""
 
     windows: list[Features]
-    plains: list[str]
+    sentences: list[Features]
+    plains: list[str]  # each sentence's plain text
 
 
 def _table_header(sentences: list[str], i: int) -> int | None:
@@ -155,16 +156,13 @@ def source_features(text: str, window: int = WINDOW_SENTENCES) -> SourceFeatures
     """Windows of `window` sentences either side of each sentence; a table row keeps its header row."""
     sentences = [text[a:b] for a, b in split_sentences(text)] or [text]
     windows: list[Features] = []
-    plains: list[str] = []
     for i in range(len(sentences)):
         part = sentences[max(0, i - window) : i + window + 1]
         header = _table_header(sentences, i)
         if header is not None and header < i - window:
             part = [sentences[header], *part]
-        joined = "\n".join(part)
-        windows.append(features(joined))
-        plains.append(_plain(joined))
-    return SourceFeatures(windows, plains)
+        windows.append(features("\n".join(part)))
+    return SourceFeatures(windows, [features(x) for x in sentences], [_plain(x) for x in sentences])
 
 
 def best_support(claim: Features, source: SourceFeatures, allowed: set[str] | frozenset[str] = frozenset()) -> Support:
@@ -184,14 +182,17 @@ def question_features(question: str) -> Features:
 
 
 def short_answer_support(answer: str, question: Features, source: SourceFeatures) -> Support:
-    """Support for a short answer: verbatim in a passage that covers enough of the question."""
+    """Support for a short answer: verbatim in a sentence that is itself about the question.
+
+    A short answer has no words of its own to check, so the sentence stating it must cover enough
+    of the question: "斯克里普斯" in "斯克里普斯委托建筑师设计教堂" does not answer "第一任牧师是谁"."""
     needle = _plain(answer)
     best = Support(0.0, False)
     if len(needle) < 2 or not question.grams:
         return best
-    for window, plain in zip(source.windows, source.plains):
+    for sentence, plain in zip(source.sentences, source.plains):
         if needle in plain:
-            score = len(question.grams & window.grams) / len(question.grams)
+            score = len(question.grams & sentence.grams) / len(question.grams)
             if score > best.score:
                 best = Support(score, True)
     return best
