@@ -181,25 +181,38 @@ def question_features(question: str) -> Features:
     return Features(f.grams - ZH_QUESTION_GRAMS, f.numbers)
 
 
-def short_answer_support(answer: str, question: Features, source: SourceFeatures) -> Support:
-    """Support for a short answer: verbatim in a sentence that is itself about the question.
+def short_answer_support(
+    answer: str, claim: Features, question: Features, source: SourceFeatures, allowed: set[str] | frozenset[str] = frozenset()
+) -> Support:
+    """Support for a short answer: it stands in a sentence that is about the question.
 
-    A short answer has no words of its own to check, so the sentence stating it must cover enough
-    of the question: "斯克里普斯" in "斯克里普斯委托建筑师设计教堂" does not answer "第一任牧师是谁"."""
+    A short answer has too few words of its own to check, so where it stands must cover enough of
+    the question: "斯克里普斯" in "斯克里普斯委托建筑师设计教堂" does not answer "第一任牧师是谁". A name
+    must appear verbatim and is judged by its own sentence; a figure is anchored by one of its
+    numbers and judged by its passage (which must hold all its numbers), since "人口15518人。" or a
+    table row rarely repeats the subject its paragraph or header gives."""
     needle = _plain(answer)
     best = Support(0.0, False)
-    if len(needle) < 2 or not question.grams:
+    if (len(needle) < 2 and not claim.numbers) or not question.grams:
         return best
-    for sentence, plain in zip(source.sentences, source.plains):
-        if needle in plain:
-            score = len(question.grams & sentence.grams) / len(question.grams)
-            if score > best.score:
-                best = Support(score, True)
+    for i, (sentence, plain) in enumerate(zip(source.sentences, source.plains)):
+        if claim.numbers:
+            context = source.windows[i]
+            if not claim.numbers & sentence.numbers or claim.numbers - context.numbers - set(allowed):
+                continue
+        elif needle in plain:
+            context = sentence
+        else:
+            continue
+        score = len(question.grams & context.grams) / len(question.grams)
+        if score > best.score:
+            best = Support(score, True)
     return best
 
 
 def is_short_claim(claim: Features) -> bool:
-    return len(claim.grams) < SHORT_CLAIM_GRAMS and not claim.numbers
+    """A name or a bare figure ("敬师日", "907", "5.3港元"): too few words besides its numbers to check."""
+    return len(claim.grams - claim.numbers) < SHORT_CLAIM_GRAMS
 
 
 def is_refusal(text: str) -> bool:
@@ -524,7 +537,8 @@ def verify_answer(
     def backs(claim: Features, text: str, index: int, bar: float) -> float | None:
         """How well source `index` backs the claim (None: not enough)."""
         if asked is not None and is_short_claim(claim):
-            sup, bar = short_answer_support(text, asked, source_feats[index]), QUESTION_COVERAGE
+            sup = short_answer_support(text, claim, asked, source_feats[index], allowed & chunk_numbers[index])
+            bar = QUESTION_COVERAGE
         elif claim.grams:
             # a number the question gave need not sit in the claim's passage — but must be in the chunk
             sup = best_support(claim, source_feats[index], allowed & chunk_numbers[index])

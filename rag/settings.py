@@ -55,7 +55,10 @@ class ChunkingSettings(Section):
 
 
 class RetrievalSettings(Section):
-    top_k: int = Field(6, ge=1, le=100, description="Chunks handed to the LLM / returned by search.")
+    # 4, measured (bench/answers_bench.py): the evidence page was in the top 4 for 40 of 41 bench
+    # questions and in the top 6 for 41; 6 sources cost ~1,700 prompt tokens (28 s to the first token
+    # on 2 cores) against ~1,200 (19 s), and gave the 1.5B model more to get lost in.
+    top_k: int = Field(4, ge=1, le=100, description="Chunks handed to the LLM / returned by search.")
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="Which retrievers to use.")
     candidates: int = Field(40, ge=1, description="Candidates each retriever contributes before fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
