@@ -198,6 +198,7 @@ def main() -> int:
         "--reverify", action="store_true",
         help="no LLM: re-run retrieval and citation verification on the stored raw answers with the current code",
     )
+    parser.add_argument("--rows", type=Path, default=None, help="with --reverify: the results file (default: answers_bench.jsonl)")
     args = parser.parse_args()
     if args.summarize:
         rows = [json.loads(line) for line in (OUT / "answers_bench.jsonl").open(encoding="utf-8") if line.strip()]
@@ -232,7 +233,7 @@ def main() -> int:
     print("ingested", json.dumps(extra, ensure_ascii=False), flush=True)
     results = OUT / "answers_bench.jsonl"
     if args.reverify:
-        return reverify(results, store, embedder, settings, extra)
+        return reverify(args.rows or results, store, embedder, settings, extra)
     generator = make_generator(settings)
     extra["prompt_cache"] = enable_prompt_cache(generator) if args.prompt_cache else False
     pipeline = QAPipeline(store, embedder, generator, settings)

@@ -90,6 +90,8 @@ def _norm_number(raw: str) -> str:
 class Features:
     grams: set[str]
     numbers: set[str]
+    # number -> the Chinese unit or measure word right after it ("" for none): "18名" is not "18个"
+    units: dict[str, set[str]] = field(default_factory=dict)
 
 
 def features(text: str) -> Features:
@@ -105,9 +107,27 @@ def features(text: str) -> Features:
         w = word.lower().replace("’", "'").removesuffix("'s")
         if w not in EN_STOP and len(w) > 1:
             grams.add(stem(w))
-    numbers = {_norm_number(m) for m in _NUMBER.findall(text.replace("，", ","))}
+    flat = text.replace("，", ",")
+    units: dict[str, set[str]] = {}
+    for m in _NUMBER.finditer(flat):
+        after = flat[m.end() : m.end() + 1]
+        units.setdefault(_norm_number(m.group()), set()).add(after if _CJK_RUN.match(after) else "")
+    numbers = set(units)
     grams |= numbers
-    return Features(grams, numbers)
+    return Features(grams, numbers, units)
+
+
+def missing_numbers(claim: Features, source: Features, allowed: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """The claim's numbers the source lacks — or has only with another Chinese unit ("18个课室" for
+    "18名学生"). A number the question gave (`allowed`) need not be there."""
+    missing = set()
+    for number in claim.numbers - set(allowed):
+        have = source.units.get(number)
+        if have is None:
+            missing.add(number)
+        elif "" not in have and not (claim.units.get(number, set()) - {""}) <= have:
+            missing.add(number)
+    return missing
 
 
 @dataclass(slots=True)
@@ -125,7 +145,7 @@ def support(claim: Features, source: Features, allowed_numbers: set[str] | froze
     if not claim.grams:
         return Support(0.0, False)
     hit = len(claim.grams & source.grams)
-    missing = claim.numbers - source.numbers - set(allowed_numbers)
+    missing = missing_numbers(claim, source, allowed_numbers)
     return Support(hit / len(claim.grams), not missing, missing)
 
 
@@ -198,7 +218,7 @@ def short_answer_support(
     for i, (sentence, plain) in enumerate(zip(source.sentences, source.plains)):
         if claim.numbers:
             context = source.windows[i]
-            if not claim.numbers & sentence.numbers or claim.numbers - context.numbers - set(allowed):
+            if not claim.numbers & sentence.numbers or missing_numbers(claim, context, allowed):
                 continue
         elif needle in plain:
             context = sentence

@@ -171,6 +171,16 @@ def test_a_number_far_from_the_claim_does_not_verify_it() -> None:
         src = _page_hit(("sch", 1), page, "school.pdf")
         v = verify_answer("嘉诺撒圣家学校目前有18名在校学生[1]。", [src], page_text, question="嘉诺撒圣家学校有多少名学生？")
         assert v.citations == [] and v.unsupported == ["嘉诺撒圣家学校目前有18名在校学生。"]
+        # "18" next to the school's name, but counting tables, not students: not verified either
+        near = (
+            "嘉诺撒圣家学校是香港九龙城区的一所津贴女子小学。学校的面积为3000平方米，设有18个课室。"
+        )
+        PAGES[("sch", 2)] = near
+        v = verify_answer(
+            "嘉诺撒圣家学校目前有18名在校学生[1]。", [hit("sch", 2, near, 1, "school.pdf")], page_text, question="嘉诺撒圣家学校有多少名学生？"
+        )
+        assert v.citations == [] and v.unsupported
+        del PAGES[("sch", 2)]
         # the same number next to the claim's words verifies
         ok = verify_answer("该校于1954年创校[1]。", [src], page_text, question="嘉诺撒圣家学校哪年创校？")
         assert [c.quote for c in ok.citations] == ["该校于1954年创校。"]
