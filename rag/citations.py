@@ -48,6 +48,7 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9])\d+(?:[.,]\d+)*")  # "Q3"/"FY2023" are names, "$5.2" is a number
+_NEXT_WORD = re.compile(r"[ \t]?(?:%|percent\b)?[ \t]*([A-Za-z][A-Za-z'’]*)")
 _LIST_PREFIX = re.compile(r"^\s*(?:\d{1,2}[.)、]\s+|[-*•]\s+|#+\s+)")
 _SENTENCE_END = "。！？!?；;"
 _ABBREV = frozenset(
@@ -111,21 +112,28 @@ def features(text: str) -> Features:
     units: dict[str, set[str]] = {}
     for m in _NUMBER.finditer(flat):
         after = flat[m.end() : m.end() + 1]
-        units.setdefault(_norm_number(m.group()), set()).add(after if _CJK_RUN.match(after) else "")
+        unit = after if _CJK_RUN.match(after) else ""
+        if not unit and (word := _NEXT_WORD.match(flat, m.end())):  # "907 employees", "47 new stores"
+            w = word.group(1).lower()
+            unit = "" if w in EN_STOP or len(w) < 2 else "en:" + stem(w)
+        units.setdefault(_norm_number(m.group()), set()).add(unit)
     numbers = set(units)
     grams |= numbers
     return Features(grams, numbers, units)
 
 
 def missing_numbers(claim: Features, source: Features, allowed: set[str] | frozenset[str] = frozenset()) -> set[str]:
-    """The claim's numbers the source lacks — or has only with another Chinese unit ("18个课室" for
-    "18名学生"). A number the question gave (`allowed`) need not be there."""
+    """The claim's numbers the source lacks, or has without what they count: a Chinese unit must
+    follow the number there too ("18个课室" does not back "18名学生"); the English word that follows
+    it ("907 employees") must be in the passage, which may be a table row and its header. A number
+    the question gave (`allowed`) need not be there."""
     missing = set()
     for number in claim.numbers - set(allowed):
         have = source.units.get(number)
-        if have is None:
-            missing.add(number)
-        elif "" not in have and not (claim.units.get(number, set()) - {""}) <= have:
+        wanted = claim.units.get(number, set()) - {""}
+        zh = {u for u in wanted if not u.startswith("en:")}
+        en = {u[3:] for u in wanted - zh}
+        if have is None or not en <= source.grams or (zh and "" not in have and not zh <= have):
             missing.add(number)
     return missing
 
@@ -195,14 +203,27 @@ def best_support(claim: Features, source: SourceFeatures, allowed: set[str] | fr
     return best
 
 
+_NAME = re.compile(r"(?<=[\w,;:'’\"”)] )[A-Z][a-z]+")  # a capitalised word not starting its sentence
+
+
 def question_features(question: str) -> Features:
     """The question's content grams, question words removed."""
     f = features(question)
     return Features(f.grams - ZH_QUESTION_GRAMS, f.numbers)
 
 
+def question_names(question: str) -> set[str]:
+    """Names the question asks about ("China", "Kenvue"): a short answer must stand where they do."""
+    return {stem(m.lower()) for m in _NAME.findall(question)} - EN_STOP
+
+
 def short_answer_support(
-    answer: str, claim: Features, question: Features, source: SourceFeatures, allowed: set[str] | frozenset[str] = frozenset()
+    answer: str,
+    claim: Features,
+    question: Features,
+    source: SourceFeatures,
+    allowed: set[str] | frozenset[str] = frozenset(),
+    names: set[str] | frozenset[str] = frozenset(),
 ) -> Support:
     """Support for a short answer: it stands in a sentence that is about the question.
 
@@ -210,7 +231,9 @@ def short_answer_support(
     the question: "斯克里普斯" in "斯克里普斯委托建筑师设计教堂" does not answer "第一任牧师是谁". A name
     must appear verbatim and is judged by its own sentence; a figure is anchored by one of its
     numbers and judged by its passage (which must hold all its numbers), since "人口15518人。" or a
-    table row rarely repeats the subject its paragraph or header gives."""
+    table row rarely repeats the subject its paragraph or header gives. Names the question asks
+    about must all be in that passage: "127" stores in a table without "China" is no answer to
+    "how many stores in China"."""
     needle = _plain(answer)
     best = Support(0.0, False)
     if (len(needle) < 2 and not claim.numbers) or not question.grams:
@@ -223,6 +246,8 @@ def short_answer_support(
         elif needle in plain:
             context = sentence
         else:
+            continue
+        if not names <= source.windows[i].grams:
             continue
         score = len(question.grams & context.grams) / len(question.grams)
         if score > best.score:
@@ -532,6 +557,7 @@ def verify_answer(
     answer = _PLACEHOLDER_RE.sub("", answer)  # "[n]" copied from the instructions is not a citation
     allowed = features(question).numbers if question else set()
     asked = question_features(question) if question else None
+    names = question_names(question)
     locator = QuoteLocator(page_text)
     source_texts = [locator.widened(hit) for hit in sources]
     source_feats = [source_features(text) for text in source_texts]
@@ -557,7 +583,7 @@ def verify_answer(
     def backs(claim: Features, text: str, index: int, bar: float) -> float | None:
         """How well source `index` backs the claim (None: not enough)."""
         if asked is not None and is_short_claim(claim):
-            sup = short_answer_support(text, claim, asked, source_feats[index], allowed & chunk_numbers[index])
+            sup = short_answer_support(text, claim, asked, source_feats[index], allowed & chunk_numbers[index], names)
             bar = QUESTION_COVERAGE
         elif claim.grams:
             # a number the question gave need not sit in the claim's passage — but must be in the chunk

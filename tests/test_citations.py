@@ -221,3 +221,15 @@ def test_a_short_answer_verifies_where_its_passage_covers_the_question() -> None
 def test_a_placeholder_wrapped_around_a_marker_keeps_the_marker() -> None:
     v = verify_answer("公司法定代表人为邹承慧先生[n [2]]", [ZH1, ZH2], page_text)
     assert v.text == "公司法定代表人为邹承慧先生[1]" and len(v.citations) == 1
+
+
+def test_a_short_figure_must_stand_where_the_names_asked_about_are() -> None:
+    page = "| Store count | Q2 FY24 |\n| --- | --- |\n| Domestic | 907 |\n| Canada | 127 |"
+    try:
+        src = _page_hit(("st", 1), page, "stores.pdf")
+        canada = verify_answer("127 [1]", [src], page_text, question="How many stores were operating in Canada at the end of Q2?")
+        assert [c.quote for c in canada.citations] == ["| Canada | 127 |"]
+        china = verify_answer("127 [1]", [src], page_text, question="How many stores were operating in China at the end of Q2?")
+        assert china.citations == [] and china.unsupported == ["127"]
+    finally:
+        del PAGES[("st", 1)]
