@@ -371,17 +371,26 @@ class _Run:
                     break
                 backlog = sum(len(r.missing) for r in ready)
                 # Keep the workers busy, within the memory bounds.
-                if solo:
+                try:
+                    if solo:
+                        if not inflight:
+                            task = solo.popleft()
+                            inflight[self._submit(executor, task)] = task
+                    else:
+                        if solo_pool and not inflight and pending:  # suspects cleared: back to full width
+                            executor.shutdown(wait=True)
+                            executor, solo_pool = _executor_factory(n_workers), False
+                        while pending and len(inflight) < max_inflight and (backlog < max_backlog or not ready):
+                            task = pending.popleft()
+                            inflight[self._submit(executor, task)] = task
+                except BrokenProcessPool:
+                    # A worker died after the last collection: the pool refuses new work. The task goes
+                    # back; the in-flight futures report the crash below (and their files are retried
+                    # one by one). With none in flight no file was being parsed: a fresh pool goes on.
+                    (solo if solo else pending).appendleft(task)
                     if not inflight:
-                        task = solo.popleft()
-                        inflight[self._submit(executor, task)] = task
-                else:
-                    if solo_pool and not inflight and pending:  # suspects cleared: back to full width
-                        executor.shutdown(wait=True)
-                        executor, solo_pool = _executor_factory(n_workers), False
-                    while pending and len(inflight) < max_inflight and (backlog < max_backlog or not ready):
-                        task = pending.popleft()
-                        inflight[self._submit(executor, task)] = task
+                        executor.shutdown(wait=False, cancel_futures=True)
+                        executor = _executor_factory(1 if solo_pool else n_workers)
                 if not warmed and inflight and not ready:
                     # While the first files parse, load the keyword analyzer's dictionary (jieba,
                     # seconds) so the first store write does not stall the embedder later.
