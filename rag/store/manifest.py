@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.errors import EmbedderMismatch, KnowledgeBaseError
+from rag.errors import ConfigError, EmbedderMismatch, KnowledgeBaseError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -32,6 +32,15 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def for_new_kb(
+        cls, name: str, backend: str, embedder_id: str | None, dim: int | None, chunker: dict[str, Any], index: dict[str, Any]
+    ) -> Manifest:
+        """The manifest of a knowledge base about to be created (every backend records the same)."""
+        if embedder_id is None or dim is None:
+            raise ConfigError(f"creating knowledge base {name!r} needs the embedder's id and dimension")
+        return cls(backend=backend, embedder=embedder_id, dim=int(dim), chunker=chunker, index=index)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str = "manifest") -> Manifest:

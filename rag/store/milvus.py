@@ -751,16 +751,11 @@ class MilvusBackend:
         if not rows:
             if not create:
                 raise KnowledgeBaseNotFound(f"knowledge base {name!r} does not exist in Milvus at {uri}")
-            if embedder_id is None or dim is None:
-                raise ConfigError(f"creating knowledge base {name!r} needs the embedder id and dim")
-            prefix = prefix_for(name)
-            manifest = Manifest(
-                backend=BACKEND,
-                embedder=embedder_id,
-                dim=int(dim),
-                chunker=settings.chunking.model_dump(),
-                index={"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+            manifest = Manifest.for_new_kb(
+                name, BACKEND, embedder_id, dim, settings.chunking.model_dump(),
+                {"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
             )
+            prefix = prefix_for(name)
             _create_kb_collections(c, prefix, int(dim), lite=_is_lite(uri))
             c.upsert(REGISTRY, [{"name": name, "prefix": prefix, "manifest": json.dumps(manifest.to_json()), "_v": _dummy()}])
             c.flush(REGISTRY)

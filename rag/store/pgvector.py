@@ -783,16 +783,11 @@ class PgvectorBackend:
                     raise KnowledgeBaseNotFound(
                         f"knowledge base {name!r} does not exist in PostgreSQL at {_redact(url)}"
                     )
-                if embedder_id is None or dim is None:
-                    raise ConfigError(f"creating knowledge base {name!r} needs the embedder id and dim")
-                schema = schema_for(name)
-                manifest = Manifest(
-                    backend=BACKEND,
-                    embedder=embedder_id,
-                    dim=int(dim),
-                    chunker=settings.chunking.model_dump(),
-                    index={"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+                manifest = Manifest.for_new_kb(
+                    name, BACKEND, embedder_id, dim, settings.chunking.model_dump(),
+                    {"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
                 )
+                schema = schema_for(name)
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                 conn.execute(

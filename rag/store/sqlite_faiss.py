@@ -25,7 +25,6 @@ from typing import Any, Self
 import numpy as np
 
 from rag.errors import (
-    ConfigError,
     DocumentNotFound,
     InvalidRequest,
     KnowledgeBaseError,
@@ -836,18 +835,11 @@ class SqliteFaissBackend:
                 f"(known: {', '.join(self.list_names(settings)) or 'none'}); ingest documents into it first"
             )
         else:
-            if embedder_id is None or dim is None:
-                raise ConfigError(
-                    f"creating knowledge base {name!r} needs the embedder's id and dimension"
-                )
-            folder.mkdir(parents=True, exist_ok=True)
-            manifest = Manifest(
-                backend="faiss",
-                embedder=embedder_id,
-                dim=int(dim),
-                chunker=settings.chunking.model_dump(),
-                index={"kind": "flat", "hnsw_threshold": threshold},
+            manifest = Manifest.for_new_kb(
+                name, "faiss", embedder_id, dim, settings.chunking.model_dump(),
+                {"kind": "flat", "hnsw_threshold": threshold},
             )
+            folder.mkdir(parents=True, exist_ok=True)
             connect(str(folder / DB_NAME)).close()
             write_manifest(
                 folder, manifest
