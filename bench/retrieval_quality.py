@@ -47,8 +47,27 @@ def _docs(all_docs: bool | str) -> list[Path]:
     if all_docs == "done":  # every document both sides have finished (a long `--all` run cut short)
         return _finished()
     if all_docs:
-        return sorted((BENCH / "docs").glob("*.pdf"))
+        return _questions_first(sorted((BENCH / "docs").glob("*.pdf")))
     return [BENCH / "docs" / name for name in SUBSET]
+
+
+def _questions_first(paths: list[Path]) -> list[Path]:
+    """Documents with bench questions first (Chinese, then shortest first); the 12 distractors last.
+
+    Embedding the whole corpus twice takes longer than a session here, so a run that is cut short
+    has scored every question it can and lacks only some distractors (reported as such)."""
+    import pymupdf
+
+    lines = (BENCH / "questions.jsonl").read_text().splitlines()
+    asked = {json.loads(line)["doc"] for line in lines if line.strip()}
+
+    def key(path: Path) -> tuple[bool, bool, int, str]:
+        # Chinese first among them: the one long Chinese filing is what "no worse in either language" needs.
+        chinese = any("\u4e00" <= ch <= "\u9fff" for ch in path.name)
+        with pymupdf.open(path) as pdf:
+            return path.name not in asked, not chinese, pdf.page_count, path.name
+
+    return sorted(paths, key=key)
 
 
 def _finished() -> list[Path]:
@@ -103,14 +122,18 @@ def ingest(all_docs: bool) -> None:
     store = open_kb(settings, KB, embedder, create=True)
     paths = _docs(all_docs)
     try:
+        from ingest.discover import sha256_file
         from ingest.pipeline import ingest_paths  # type: ignore[import-not-found]
     except ImportError:
         ingest_paths = None
     t0 = time.perf_counter()
     if ingest_paths is not None:
         _log("using ingest.pipeline.ingest_paths")
-        summary = ingest_paths(paths, store, embedder, settings)
-        _log(json.dumps(summary.to_json())[:500])
+        for path in paths:  # one call per file: ingest_paths sorts by path, this keeps _docs' order
+            if store.find_by_sha(sha256_file(path)):
+                continue
+            summary = ingest_paths([path], store, embedder, settings)
+            _log(f"{path.name}: {json.dumps(summary.to_json())[:300]}")
     else:
         from rag.chunking import make_chunker
         from rag.store import chunk_text_hash
@@ -217,6 +240,7 @@ def evaluate(all_docs: bool) -> dict:
     from rag.embedders import make_embedder
     from rag.eval import load_questions, score_rankings
     from rag.kb import open_kb
+    from rag.protocols import SearchFilter
     from rag.retrieval import make_retriever
 
     settings = _settings()
@@ -226,6 +250,11 @@ def evaluate(all_docs: bool) -> dict:
     ]
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, KB, embedder)
+    # Same corpus on both sides: a run cut short may have ingested documents the baseline lacks.
+    stored = store.list_documents()
+    flt = None
+    if any(Path(d.source).name not in names for d in stored):
+        flt = SearchFilter(doc_ids=[d.id for d in stored if Path(d.source).name in names])
     results: dict[str, dict] = {}
     for mode in ("dense", "keyword", "hybrid"):
         retr = make_retriever(
@@ -233,7 +262,7 @@ def evaluate(all_docs: bool) -> dict:
         )
         ranked = []
         for q in questions:
-            r = retr.retrieve(q["question"], 10)
+            r = retr.retrieve(q["question"], 10, flt)
             ranked.append([(h.chunk.doc, h.chunk.page_start) for h in r.hits])
         results[mode] = score_rankings(questions, ranked)
         _log(f"{mode}: {json.dumps(results[mode]['overall'])}")
@@ -247,6 +276,11 @@ def evaluate(all_docs: bool) -> dict:
     _log(f"langchain: {json.dumps(results['langchain']['overall'])}")
     report = {
         "documents": sorted(names),
+        "pages": sum(d.pages for d in stored if Path(d.source).name in names),
+        "chunks": {
+            "citeqa": sum(d.chunks for d in stored if Path(d.source).name in names),
+            "langchain": len(lc.index_to_docstore_id),
+        },
         "questions": len(questions),
         "results": results,
     }
