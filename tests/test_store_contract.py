@@ -179,6 +179,17 @@ def test_dense_keyword_and_filters(store: Store) -> None:
     assert {h.chunk.doc_id for h in store.dense_search(fake_query("revenue"), 10, only_zh)} == {zh.id}
     assert len(store.dense_search(fake_query("revenue"), 10, only_zh)) == zh.chunks  # complete, not truncated
     assert store.keyword_search("revenue", 5, only_zh) == []
+    # A filtered keyword search is the unfiltered ranking restricted to the allowed documents, however
+    # far down they rank (the faiss store filters the ranked FTS5 stream, not the MATCH itself).
+    query = "net revenue margins flour sugar eggs"
+    ranked = store.keyword_search(query, 50)
+    matched = {h.chunk.doc_id for h in ranked}
+    assert len(matched) >= 2
+    for doc_id in matched:
+        want = [h.chunk.id for h in ranked if h.chunk.doc_id == doc_id]
+        got = store.keyword_search(query, len(want), SearchFilter(doc_ids=[doc_id]))
+        assert [h.chunk.id for h in got] == want
+        assert [h.chunk.id for h in store.keyword_search(query, 1, SearchFilter(doc_ids=[doc_id]))] == want[:1]
     assert store.dense_search(fake_query("revenue"), 5, SearchFilter(doc_ids=["no-such-doc"])) == []
     by_meta = store.dense_search(fake_query("revenue"), 10, SearchFilter(metadata={"lang": "en"}))
     assert by_meta and {h.chunk.doc_id for h in by_meta} == {en.id}

@@ -633,18 +633,26 @@ class SqliteFaissStore:
             expr = match_expression(self._conn, terms, self._chunk_count(), self._dfs)
             if expr is None:
                 return []
-            sql = "SELECT rowid, -rank FROM chunks_fts WHERE chunks_fts MATCH ?"
-            params: list[Any] = [expr]
-            if flt:
-                fsql, fparams = _filter_sql(flt)
-                sql += f" AND rowid IN ({fsql})"
-                params += fparams
-            sql += " ORDER BY rank LIMIT ?"
-            params.append(int(k))
+            sql = "SELECT rowid, -rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank"
             try:
-                scored = [
-                    (int(r[0]), float(r[1])) for r in self._conn.execute(sql, params)
-                ]
+                if flt:
+                    # Not `rowid IN (filter)` in SQL: SQLite then re-runs the MATCH once per allowed
+                    # rowid (measured: 10 s per query with 4,000 allowed chunks, against 17 ms
+                    # unfiltered). Rank every match once and keep the first k allowed ones instead.
+                    allowed = set(self._filter_rowids(flt).tolist())
+                    scored = []
+                    cursor = self._conn.execute(sql, (expr,))
+                    try:
+                        for rowid, score in cursor:
+                            if rowid in allowed:
+                                scored.append((int(rowid), float(score)))
+                                if len(scored) >= k:
+                                    break
+                    finally:
+                        cursor.close()  # ends the read snapshot now, not when collected
+                else:
+                    rows = self._conn.execute(sql + " LIMIT ?", (expr, int(k)))
+                    scored = [(int(r[0]), float(r[1])) for r in rows]
             except sqlite3.OperationalError as exc:
                 raise KnowledgeBaseError(
                     f"keyword search in {self.name!r} failed for {query!r}: {exc}"
