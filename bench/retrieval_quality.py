@@ -126,16 +126,13 @@ def ingest(all_docs: bool) -> None:
     store = open_kb(settings, KB, embedder, create=True)
     paths = _docs(all_docs)
     try:
-        from ingest.discover import sha256_file
         from ingest.pipeline import ingest_paths  # type: ignore[import-not-found]
     except ImportError:
         ingest_paths = None
     t0 = time.perf_counter()
     if ingest_paths is not None:
         _log("using ingest.pipeline.ingest_paths")
-        for path in paths:  # one call per file: ingest_paths sorts by path, this keeps _docs' order
-            if store.find_by_sha(sha256_file(path)):
-                continue
+        for path in paths:  # one call per file (ingest_paths sorts by path); stored files are skipped there
             summary = ingest_paths([path], store, embedder, settings)
             _log(f"{path.name}: {json.dumps(summary.to_json())[:300]}")
     else:
@@ -256,9 +253,8 @@ def evaluate(all_docs: bool) -> dict:
     store = open_kb(settings, KB, embedder)
     # Same corpus on both sides: a run cut short may have ingested documents the baseline lacks.
     stored = store.list_documents()
-    flt = None
-    if any(Path(d.source).name not in names for d in stored):
-        flt = SearchFilter(doc_ids=[d.id for d in stored if Path(d.source).name in names])
+    kept = [d for d in stored if Path(d.source).name in names]
+    flt = SearchFilter(doc_ids=[d.id for d in kept]) if len(kept) < len(stored) else None
     results: dict[str, dict] = {}
     for mode in ("dense", "keyword", "hybrid"):
         retr = make_retriever(
@@ -280,9 +276,9 @@ def evaluate(all_docs: bool) -> dict:
     _log(f"langchain: {json.dumps(results['langchain']['overall'])}")
     report = {
         "documents": sorted(names),
-        "pages": sum(d.pages for d in stored if Path(d.source).name in names),
+        "pages": sum(d.pages for d in kept),
         "chunks": {
-            "citeqa": sum(d.chunks for d in stored if Path(d.source).name in names),
+            "citeqa": sum(d.chunks for d in kept),
             "langchain": len(lc.index_to_docstore_id),
         },
         "questions": len(questions),
