@@ -18,7 +18,9 @@ RUN apt-get update \
 WORKDIR /app
 
 RUN pip install torch==2.13.0
-RUN CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install "llama-cpp-python>=0.3"
+# portable, never native: an image runs on whatever CPU pulls it
+COPY scripts/install_llama.sh ./scripts/
+RUN CITEQA_LLAMA_BUILD=portable scripts/install_llama.sh python
 
 COPY pyproject.toml README.md ./
 COPY rag ./rag

@@ -27,9 +27,11 @@ $(VENV)/.stamp-torch: $(VENV)/.stamp-venv
 	$(PIP) install -q torch==2.13.0
 	touch $@
 
-# llama-cpp-python is source-only: a portable build (~4.5 min on 2 cores; pip caches the wheel).
-$(VENV)/.stamp-llama: $(VENV)/.stamp-torch
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q "llama-cpp-python>=0.3"
+# llama-cpp-python is source-only: built for this CPU (GGML_NATIVE=ON, ~5 min once per CPU, in a
+# wheel directory keyed by the CPU's feature flags), portable if that fails or with
+# CITEQA_LLAMA_BUILD=portable. See scripts/install_llama.sh.
+$(VENV)/.stamp-llama: $(VENV)/.stamp-torch scripts/install_llama.sh
+	scripts/install_llama.sh $(PY)
 	touch $@
 
 $(VENV)/.stamp-install: $(VENV)/.stamp-llama pyproject.toml

@@ -12,8 +12,8 @@ reports:
   - false-refusal rate on answerable questions whose evidence was retrieved (goal ≤ 15%)
   - time to first token, tokens/s, prompt tokens per answer
 
-Results go to bench/out/answers_bench.jsonl (one line per question, resumable) and
-bench/out/answers_bench_summary.{json,md} (rewritten after every question, so a cut-short run still
+Results go to bench/out/answers_bench[_TAG].jsonl (one line per question, resumable) and
+bench/out/answers_bench[_TAG]_summary.{json,md} (rewritten after every question, so a cut-short run still
 reports). Run: nohup .venv/bin/python bench/answers_bench.py > bench/out/answers_bench.log 2>&1 &
 """
 
@@ -42,6 +42,7 @@ EN_DOCS = [
     "financebench__BESTBUY_2024Q2_10Q.pdf",
 ]
 KB = "answers_bench"
+STEM = "answers_bench"  # output file stem; --tag adds a suffix
 
 
 def _norm(text: str) -> str:
@@ -133,10 +134,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             t["prefill_ms_per_token"] = 1000 * prefill / max(1.0, t["prompt_tokens"])
 
     def stat(key: str) -> dict[str, float] | None:
-        values = [r["timings"][key] for r in generated if key in r["timings"]]
+        values = sorted(r["timings"][key] for r in (generated if key != "evidence" else rows) if key in r["timings"])
         if not values:
             return None
-        return {"mean": round(statistics.mean(values), 2), "median": round(statistics.median(values), 2), "n": len(values)}
+        p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+        return {"mean": round(statistics.mean(values), 2), "median": round(statistics.median(values), 2), "p95": round(p95, 2), "n": len(values)}
 
     out: dict[str, Any] = {
         "questions": len(rows),
@@ -163,6 +165,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "decode_tokens_per_s": stat("decode_tokens_per_s"),
         "prefill_ms_per_prompt_token": stat("prefill_ms_per_token"),
         "prompt_tokens": stat("prompt_tokens"),
+        "prompt_tokens_evaluated": stat("prompt_eval_tokens"),  # what llama.cpp evaluated (prefixes reused)
+        "evidence_shown_s": stat("evidence"),  # question -> retrieved evidence on screen
         "completion_tokens": stat("completion_tokens"),
         "total_s": stat("total"),
         "retrieve_s": stat("retrieve"),
@@ -175,10 +179,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_summary(rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     summary = {**extra, **summarize(rows)}
-    (OUT / "answers_bench_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
+    (OUT / f"{STEM}_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     lines = ["# answers bench", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.items()]
-    (OUT / "answers_bench_summary.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{STEM}_summary.md").write_text("\n".join(lines) + "\n")
     return summary
 
 
@@ -191,7 +195,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
     parser.add_argument("--top-k", type=int, default=None, help="sources per prompt (default: settings, 6)")
     parser.add_argument("--max-answer-tokens", type=int, default=None, help="default: settings, 384")
-    parser.add_argument("--prompt-cache", action="store_true", help="give llama.cpp a RAM prompt cache (see rag.pipeline)")
+    parser.add_argument(
+        "--context-budget", type=int, default=None,
+        help="prompt tokens in all (default: settings, 600); 0 = whole chunks, the prompt before evidence windows",
+    )
+    parser.add_argument("--tag", default="", help="suffix for the output files, to keep configurations apart")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier results in answers_bench.jsonl")
     parser.add_argument("--summarize", action="store_true", help="only rewrite the summary from answers_bench.jsonl")
     parser.add_argument(
@@ -200,8 +208,10 @@ def main() -> int:
     )
     parser.add_argument("--rows", type=Path, default=None, help="with --reverify: the results file (default: answers_bench.jsonl)")
     args = parser.parse_args()
+    global STEM
+    STEM = f"answers_bench_{args.tag}" if args.tag else "answers_bench"
     if args.summarize:
-        rows = [json.loads(line) for line in (OUT / "answers_bench.jsonl").open(encoding="utf-8") if line.strip()]
+        rows = [json.loads(line) for line in (OUT / f"{STEM}.jsonl").open(encoding="utf-8") if line.strip()]
         print(json.dumps(write_summary(rows, {"model": "qwen2.5-coder-1.5b", "rows": len(rows)}), ensure_ascii=False, indent=2))
         return 0
 
@@ -209,7 +219,9 @@ def main() -> int:
     from rag.kb import open_kb
     from rag.llm import make_generator
     from rag.llm.models import prepare_qwen
-    from rag.pipeline import QAPipeline, enable_prompt_cache
+    from rag.llm.build_info import llama_build
+    from rag.pipeline import QAPipeline
+    from rag.records import Answer
     from rag.settings import apply_offline_defaults, load_settings
 
     apply_offline_defaults()
@@ -219,6 +231,7 @@ def main() -> int:
         overrides={
             "paths.home": args.home, "llm.name": str(model), "llm.threads": args.threads,
             "retrieval.top_k": args.top_k, "llm.max_answer_tokens": args.max_answer_tokens,
+            "llm.context_budget": args.context_budget,
         }
     )
     embedder = make_embedder(settings.embedder)
@@ -228,14 +241,16 @@ def main() -> int:
     extra: dict[str, Any] = {
         "model": model.name, "embedder": embedder.id, "ingest": ingest_summary, "ingest_s": round(time.perf_counter() - t, 1),
         "settings": {"top_k": settings.retrieval.top_k, "min_score": settings.retrieval.min_score,
-                     "context_tokens": settings.llm.context_tokens, "max_answer_tokens": settings.llm.max_answer_tokens},
+                     "context_tokens": settings.llm.context_tokens, "max_answer_tokens": settings.llm.max_answer_tokens,
+                     "context_budget": settings.llm.context_budget},
     }
     print("ingested", json.dumps(extra, ensure_ascii=False), flush=True)
-    results = OUT / "answers_bench.jsonl"
+    results = OUT / f"{STEM}.jsonl"
     if args.reverify:
         return reverify(args.rows or results, store, embedder, settings, extra)
     generator = make_generator(settings)
-    extra["prompt_cache"] = enable_prompt_cache(generator) if args.prompt_cache else False
+    extra["llama_cpp"] = llama_build()
+    extra["model_load_s"] = round(getattr(generator, "load_seconds", 0.0), 2)
     pipeline = QAPipeline(store, embedder, generator, settings)
 
     rows: list[dict[str, Any]] = []
@@ -249,10 +264,10 @@ def main() -> int:
             if q["id"] in done:
                 continue
             pieces: list[str] = []
-            for item in pipeline.ask_stream(q["question"]):
+            for item in pipeline.ask_stream(q["question"], events=True):
                 if isinstance(item, str):
                     pieces.append(item)
-                else:
+                elif isinstance(item, Answer):
                     answer = item
             row = evaluate(q, answer, store, pdf_cache, "".join(pieces))
             rows.append(row)
@@ -297,7 +312,7 @@ def reverify(results: Path, store, embedder, settings, extra: dict[str, Any]) ->
         if new["refused"] != row["refused"] or len(new["citations"]) != len(row["citations"]):
             print(f"{row['id']}: refused {row['refused']} -> {new['refused']}, citations {len(row['citations'])} -> {len(new['citations'])}")
         out.append(new)
-    with (OUT / "answers_bench_reverified.jsonl").open("w", encoding="utf-8") as fh:
+    with (OUT / f"{STEM}_reverified.jsonl").open("w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in out)
     summary = write_summary(out, {**extra, "reverified": True, "rows": len(out)})
     print(json.dumps(summary, ensure_ascii=False, indent=2))

@@ -28,6 +28,32 @@ class Found:
         return str(self.path)
 
 
+def printable_path(path: Path | str) -> str:
+    """`path` as text that can be stored, printed and sent as JSON: bytes that are not UTF-8 become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def undecodable_name_error(path: Path) -> str | None:
+    """The one-line error for a path that is not valid UTF-8 (SQLite and JSON cannot hold it), else None.
+
+    Such names come from zip archives made on Chinese Windows (GBK bytes); the file fails alone.
+    """
+    try:
+        str(path).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    hint = ""
+    try:
+        hint = f" (as GBK it reads {os.fsencode(path.name).decode('gb18030')!r})"
+    except UnicodeDecodeError:
+        pass
+    return (
+        f"{printable_path(path)}: the file name is not valid UTF-8{hint}; rename it to UTF-8 "
+        "(e.g. convmv -f gbk -t utf-8 --notest) and ingest it again"
+    )
+
+
 def is_hidden_or_temp(name: str) -> bool:
     """Dot files, Office lock files (~$x.docx), editor backups (x~) and partial downloads."""
     lower = name.lower()
@@ -61,10 +87,13 @@ def discover(
         p = Path(given).expanduser()
         if p.is_file():
             rp = p.resolve()
+            if (bad := undecodable_name_error(rp)) is not None:
+                errors.append((printable_path(rp), bad))
+                continue
             found.setdefault(rp, Found(rp, rp.stat().st_size, explicit=True))
             continue
         if not p.is_dir():
-            errors.append((str(p), f"{p}: no such file or folder"))
+            errors.append((printable_path(p), f"{printable_path(p)}: no such file or folder"))
             continue
         root = p.resolve()
         for dirpath, dirnames, filenames in os.walk(root):
@@ -79,9 +108,12 @@ def discover(
                     rp = fp.resolve()
                     if not rp.is_file():
                         continue
+                    if (bad := undecodable_name_error(rp)) is not None:
+                        errors.append((printable_path(rp), bad))
+                        continue
                     found.setdefault(rp, Found(rp, rp.stat().st_size))
                 except OSError as exc:
-                    errors.append((str(fp), f"{fp}: cannot read ({exc.strerror or exc})"))
+                    errors.append((printable_path(fp), f"{printable_path(fp)}: cannot read ({exc.strerror or exc})"))
     return sorted(found.values(), key=lambda f: f.key), errors
 
 

@@ -1,17 +1,18 @@
 """`citeqa chat --kb NAME`: an offline terminal chat with streaming answers and verified citations.
 
-Models are loaded once; each answer streams as it is generated, then its verified citations are
-listed as `[n] doc · p.X · "quote"` and sentences no source supports are flagged. Follow-ups are
+Models are loaded once; what retrieval found is shown at once, then the answer streams as it is
+generated, then its verified citations are listed as `[n] doc · p.X · "quote"` and sentences no
+source supports are flagged (rag.display). Follow-ups are
 rewritten from the conversation. Commands: /sources, /kb NAME, /reset, /help, /quit. End of input
 (Ctrl-D, or the end of a piped file) exits cleanly.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from rag.display import AnswerPrinter, format_citations, one_line
 from rag.errors import CiteqaError
 from rag.protocols import Embedder, Generator, Message, Store
 from rag.records import Answer
@@ -28,20 +29,9 @@ HELP = """Commands:
   /quit        leave (Ctrl-D works too)
 Anything else is a question about the documents."""
 
-QUOTE_CHARS = 200
+__all__ = ["ChatSession", "format_citations", "run_chat"]
+
 HISTORY_TURNS = 6  # question/answer pairs kept for follow-up rewriting
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def format_citations(answer: Answer) -> list[str]:
-    """The lines printed under an answer: citations, then flagged unsupported sentences."""
-    lines = [f'[{c.n}] {c.doc} · p.{c.page} · "{_one_line(c.quote, QUOTE_CHARS)}"' for c in answer.citations if c.verified]
-    lines += [f"[unsupported] {_one_line(s, QUOTE_CHARS)}" for s in answer.unsupported]
-    return lines
 
 
 class ChatSession:
@@ -99,7 +89,7 @@ class ChatSession:
                 self.say("no sources yet: ask a question first")
             for i, hit in enumerate(self.last.sources if self.last else [], start=1):
                 chunk = hit.chunk
-                self.say(f"[{i}] {chunk.doc or chunk.doc_id} · p.{chunk.page_start} · score {hit.score:.3f} · {_one_line(chunk.text, 160)}")
+                self.say(f"[{i}] {chunk.doc or chunk.doc_id} · p.{chunk.page_start} · score {hit.score:.3f} · {one_line(chunk.text, 160)}")
         elif name == "kb":
             if not arg:
                 self.say(f"current knowledge base: {self.kb_name} (use /kb NAME to switch)")
@@ -114,30 +104,19 @@ class ChatSession:
 
     def ask(self, question: str) -> None:
         assert self.pipeline is not None, "open() a knowledge base first"
-        streamed: list[str] = []
-        answer: Answer | None = None
+        printer = AnswerPrinter(self.out)
         try:
-            for item in self.pipeline.ask_stream(question, self.history or None):
-                if isinstance(item, Answer):
-                    answer = item
-                else:
-                    streamed.append(item)
-                    self.out.write(item)
-                    self.out.flush()
+            for item in self.pipeline.ask_stream(question, self.history or None, events=True):
+                printer.feed(item)
         except CiteqaError as exc:
             self.say(f"\nerror: {exc}")
             return
         except KeyboardInterrupt:
             self.say("\n(interrupted)")
             return
-        self.say()
+        answer = printer.answer
         if answer is None:
             return
-        if answer.text.strip() != "".join(streamed).strip():
-            # markers were renumbered/removed, or nothing verified: show what the checks left standing
-            self.say(f"verified answer: {answer.text}")
-        for line in format_citations(answer):
-            self.say(line)
         self.last = answer
         self.history += [{"role": "user", "content": answer.question or question}, {"role": "assistant", "content": answer.text}]
         self.history = self.history[-2 * HISTORY_TURNS :]

@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="Interface (default 127.0.0.1).")
     p.add_argument("--port", type=int, default=None, help="Port (default 8000).")
 
+    add("mcp", "Serve the knowledge bases to agents over MCP (stdio): search, ask, get_page...", cmd_mcp)
+
     p = add("kb", "Manage knowledge bases.", cmd_kb_help)
     kb_sub = p.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
 
@@ -164,8 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     m_sub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     q = m_sub.add_parser("prepare", help="Join and verify the configured GGUF model once.", parents=[common])
     q.set_defaults(func=cmd_models_prepare)
-    q = m_sub.add_parser("list", help="Show the configured embedder and LLM and whether they are available.", parents=[common])
+    q = m_sub.add_parser(
+        "list",
+        help="Show the configured embedder and LLM, whether they are available, the llama.cpp build and "
+        "its measured prompt speed.",
+        parents=[common],
+    )
     q.set_defaults(func=cmd_models_list)
+    q.add_argument("--no-probe", action="store_true", help="Do not load the LLM to measure its prompt (prefill) speed.")
     json_option(q)
     return parser
 
@@ -271,29 +279,32 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _progress_to_stderr() -> None:
+    """Waits longer than a second say what they are (preparing or loading a model): the library logs
+    them on the `citeqa` logger; interactive commands print them (`serve` has its own log format)."""
+    import logging
+
+    logger = logging.getLogger("citeqa")
+    if not any(getattr(h, "_citeqa_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("citeqa: %(message)s"))
+        handler._citeqa_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def _make_pipeline(settings: Settings, kb: str):  # type: ignore[no-untyped-def]
     from rag.llm import make_generator
     from rag.pipeline import QAPipeline
 
+    _progress_to_stderr()
     store, embedder = _open(settings, kb)
     return QAPipeline(store, embedder, make_generator(settings), settings), store
-
-
-def format_citations(answer: Any) -> str:
-    """`[n] doc · p.X · "quote"` lines, shared by `ask` and `chat`."""
-    lines = []
-    for c in answer.citations:
-        quote = " ".join(c.quote.split())
-        if len(quote) > 160:
-            quote = quote[:157] + "..."
-        lines.append(f'[{c.n}] {c.doc} · p.{c.page} · "{quote}"')
-    return "\n".join(lines)
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from rag.pipeline import answer_to_dict
     from rag.protocols import SearchFilter
-    from rag.records import Answer
 
     pipeline, store = _make_pipeline(settings, _kb_name(args, settings))
     flt = SearchFilter(doc_ids=args.doc) if args.doc else None
@@ -302,29 +313,13 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             answer = pipeline.ask(args.question, flt=flt)
             _print_json(answer_to_dict(answer))
             return 0
-        answer = None
-        streamed: list[str] = []
-        for piece in pipeline.ask_stream(args.question, flt=flt):
-            if isinstance(piece, Answer):
-                answer = piece
-            else:
-                streamed.append(piece)
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        if answer is None:  # pragma: no cover - the pipeline always ends with an Answer
+        from rag.display import AnswerPrinter
+
+        printer = AnswerPrinter(sys.stdout)
+        for item in pipeline.ask_stream(args.question, flt=flt, events=True):
+            printer.feed(item)
+        if printer.answer is None:  # pragma: no cover - the pipeline always ends with an Answer
             return 1
-        if streamed:
-            sys.stdout.write("\n")
-        # Verification may renumber or drop markers, or turn the reply into a refusal: then show
-        # the checked text, which is what the citations below refer to.
-        if "".join(streamed).strip() != answer.text.strip():
-            print(("─" * 40 + "\n") if streamed else "", end="")
-            print(answer.text)
-        cites = format_citations(answer)
-        if cites:
-            print(cites)
-        for sentence in answer.unsupported:
-            print(f"(not supported by the documents) {sentence}")
     finally:
         store.close()
     return 0
@@ -333,6 +328,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from rag.chat import run_chat
 
+    _progress_to_stderr()
     return run_chat(settings, _kb_name(args, settings), stdin=sys.stdin, stdout=sys.stdout)
 
 
@@ -363,6 +359,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         settings.server.port = args.port
     serve(settings)
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    from server.mcp import run_stdio
+
+    run_stdio(settings)
     return 0
 
 
@@ -491,6 +494,7 @@ def cmd_docs_remove(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_prepare(args: argparse.Namespace, settings: Settings) -> int:
     from rag.llm import model_path_for
 
+    _progress_to_stderr()
     path = model_path_for(settings)
     print(f"{settings.llm.name}: {path}" if path else f"{settings.llm.name}: remote, nothing to prepare")
     return 0
@@ -498,20 +502,38 @@ def cmd_models_prepare(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     from rag.errors import ModelNotAvailable
+    from rag.llm.build_info import llama_build, prefill_probe
     from rag.llm.models import QWEN, smollm2_path
 
-    rows: dict[str, str] = {"embedder": settings.embedder.name, "llm": settings.llm.name}
+    rows: dict[str, Any] = {"embedder": settings.embedder.name, "llm": settings.llm.name}
     qwen = settings.paths.models_dir / QWEN.filename
     rows[QWEN.name] = str(qwen) if qwen.is_file() else "not prepared (run `citeqa models prepare`)"
     try:
         rows["smollm2-135m"] = str(smollm2_path())
     except ModelNotAvailable as exc:
         rows["smollm2-135m"] = str(exc)
+    rows["llama_cpp"] = llama_build()
+    if not args.no_probe and rows["llama_cpp"].get("installed"):
+        from rag.llm import make_generator
+
+        _progress_to_stderr()
+        try:
+            rows["prefill"] = prefill_probe(make_generator(settings)) or "not an in-process model"
+        except CiteqaError as exc:
+            rows["prefill"] = f"not measured: {exc}"
     if args.json:
         _print_json(rows)
+        return 0
+    build = rows["llama_cpp"]
+    if build.get("installed"):
+        rows["llama_cpp"] = f"llama-cpp-python {build['version']}, {build['build']} build ({' '.join(build['cpu_features'])})"
     else:
-        for k, v in rows.items():
-            print(f"{k:>20}: {v}")
+        rows["llama_cpp"] = "not installed (run `make install`)"
+    if isinstance(rows.get("prefill"), dict):
+        p = rows["prefill"]
+        rows["prefill"] = f"{p['tokens_per_s']:.0f} prompt tokens/s ({p['probe_tokens']:.0f}-token probe, {settings.llm.name})"
+    for k, v in rows.items():
+        print(f"{k:>20}: {v}")
     return 0
 
 

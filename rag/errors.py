@@ -88,5 +88,10 @@ class GenerationError(CiteqaError):
     """The LLM backend failed (remote server down, context overflow...)."""
 
 
+class EmbeddingError(CiteqaError):
+    """The embedding backend failed: every remote server unreachable after its retries, a refused request
+    (bad key, bad input), or a malformed response. A server serving the wrong model is EmbedderMismatch."""
+
+
 class Cancelled(CiteqaError):
     """A job was cancelled by its owner."""

@@ -3,7 +3,10 @@
 `ask_stream` yields the model's text pieces as they are generated and then the final `Answer`, whose
 citations were verified after the stream ended (its text can differ from the streamed text: markers
 are renumbered, dropped or added, and an answer nothing verifies is replaced by an explanation).
-`ask` collects the stream. No LLM is called when retrieval finds no evidence.
+With `events=True` it also yields `Status` (what the answer is waiting for) and, as soon as retrieval
+is done, `Retrieved` (the best sentence of the top hits) so a user sees evidence within retrieval
+time instead of waiting for the prompt to be read. `ask` collects the stream. No LLM is called when
+retrieval finds no evidence.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from rag.errors import InvalidRequest
 from rag.lang import detect_language
 from rag.prompting import REFUSAL, build_prompt
 from rag.protocols import Embedder, Generator, Message, Retriever, SearchFilter, Store
-from rag.records import Answer, Citation, Hit
+from rag.evidence import best_sentence
+from rag.records import Answer, Citation, Evidence, Hit, Retrieved, Status
 from rag.rewrite import rewrite_question
 from rag.settings import Settings
 
@@ -30,7 +34,7 @@ UNVERIFIED = {
 STOP = ["<source", "</source>", "\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "<|im_end|>", "<|endoftext|>"]
 REPEAT_WINDOW = 3  # the same sentence this many times in a row ends the generation
 MAX_QUESTION_CHARS = 4000
-PROMPT_CACHE_BYTES = 128 << 20  # counts KV states only; see enable_prompt_cache
+EVIDENCE_SHOWN = 3  # hits shown as retrieved evidence before the answer
 
 
 def is_looping(text: str, window: int = REPEAT_WINDOW) -> bool:
@@ -38,27 +42,6 @@ def is_looping(text: str, window: int = REPEAT_WINDOW) -> bool:
     sentences = [text[a:b].strip() for a, b in split_sentences(text)]
     tail = sentences[-window:]
     return len(tail) == window and len(set(tail)) == 1 and len(tail[0]) > 3
-
-
-def enable_prompt_cache(generator: Generator, capacity_bytes: int = PROMPT_CACHE_BYTES) -> bool:
-    """Opt-in: give an in-process llama.cpp model a RAM prompt cache. Other backends: no-op, False.
-
-    The prompt layout already lets llama.cpp reuse the KV cache of the fixed system prefix from the
-    *previous* call (measured: 654 of 800 prompt tokens evaluated on the second question instead of
-    798). The RAM cache additionally restores that prefix after an unrelated call such as a follow-up
-    rewrite (795 -> 654 tokens). It is off by default because llama-cpp-python 0.3.x copies up to
-    n_batch x vocabulary logits with every saved state (~311 MB per call for Qwen2.5's 152k
-    vocabulary), memory its capacity accounting does not count: with the default 128 MiB capacity
-    and ~2,300-token prompts (~65 MB of KV each) expect about 2 x (65 + 311) MB resident.
-    """
-    llm = getattr(generator, "_llm", None)
-    if llm is None or not hasattr(llm, "set_cache"):
-        return False
-    if getattr(llm, "cache", None) is None:
-        from llama_cpp import LlamaRAMCache
-
-        llm.set_cache(LlamaRAMCache(capacity_bytes=capacity_bytes))
-    return True
 
 
 class QAPipeline:
@@ -92,9 +75,16 @@ class QAPipeline:
         return answer
 
     def ask_stream(
-        self, question: str, history: list[Message] | None = None, flt: SearchFilter | None = None
-    ) -> Iterator[str | Answer]:
-        """Yield text pieces as the model produces them, then the final verified Answer."""
+        self,
+        question: str,
+        history: list[Message] | None = None,
+        flt: SearchFilter | None = None,
+        *,
+        events: bool = False,
+    ) -> Iterator[str | Answer | Status | Retrieved]:
+        """Yield text pieces as the model produces them, then the final verified Answer.
+
+        `events=True` adds `Status` items and the `Retrieved` evidence before the first piece."""
         question = (question or "").strip()
         if not question:
             raise InvalidRequest("the question is empty")
@@ -105,12 +95,19 @@ class QAPipeline:
         lang = detect_language(question)
         standalone = question
         if history:
+            if events:
+                yield Status("rewriting")
             standalone = rewrite_question(question, history, self.generator)
             timings["rewrite"] = time.perf_counter() - t0
 
+        if events:
+            yield Status("retrieving")
         t = time.perf_counter()
         retrieval = self.retriever.retrieve(standalone, self.settings.retrieval.top_k, flt)
         timings["retrieve"] = time.perf_counter() - t
+        if events and retrieval.hits and not retrieval.no_evidence:
+            yield Retrieved(self.evidence(standalone, retrieval.hits), time.perf_counter() - t0)
+            timings["evidence"] = time.perf_counter() - t0
         if retrieval.no_evidence or not retrieval.hits:
             text = REFUSAL[lang]
             yield text
@@ -128,9 +125,12 @@ class QAPipeline:
             context_tokens=context,
             max_answer_tokens=llm.max_answer_tokens,
             lang=lang,
+            context_budget=llm.context_budget,
         )
         timings["prompt"] = time.perf_counter() - t
         timings["prompt_tokens"] = float(prompt.prompt_tokens)
+        if events:
+            yield Status("thinking")
 
         t = first = time.perf_counter()
         pieces: list[str] = []
@@ -152,6 +152,9 @@ class QAPipeline:
                 close()  # releases the model lock when the caller or the loop guard stops early
         end = time.perf_counter()
         timings["generate"] = end - t
+        usage = getattr(self.generator, "last_usage", None)
+        if isinstance(usage, dict) and usage.get("prompt_tokens"):  # llama.cpp: what it really evaluated
+            timings["prompt_eval_tokens"] = float(usage["evaluated_tokens"])
         raw = "".join(pieces)
         completion_tokens = self.generator.count_tokens(raw) if raw else 0
         timings["completion_tokens"] = float(completion_tokens)
@@ -164,6 +167,20 @@ class QAPipeline:
         timings["total"] = time.perf_counter() - t0
         answer.timings = timings
         yield answer
+
+    def evidence(self, question: str, hits: list[Hit], limit: int = EVIDENCE_SHOWN) -> list[Evidence]:
+        """The best sentence of each of the top hits, with the page it stands on."""
+        out: list[Evidence] = []
+        for hit in hits[:limit]:
+            chunk = hit.chunk
+            sentence = best_sentence(question, hit)
+            page = chunk.page_start
+            for number in range(chunk.page_start, chunk.page_end + 1) if chunk.page_end > chunk.page_start else ():
+                if sentence[:40] in self.store.page_text(chunk.doc_id, number):
+                    page = number
+                    break
+            out.append(Evidence(chunk.doc or chunk.doc_id, chunk.doc_id, page, sentence, chunk.id, hit.score))
+        return out
 
     def finalize(self, raw: str, sources: list[Hit], question: str, lang: str) -> Answer:
         """Verify the model's raw answer against the sources it was given and decide on refusal."""

@@ -135,17 +135,48 @@ def build_prompt(
     context_tokens: int,
     max_answer_tokens: int,
     lang: str | None = None,
+    context_budget: int = 0,
 ) -> Prompt:
     """Number and delimit `hits` in rank order, packing as many as fit the budget.
 
-    budget = context_tokens - max_answer_tokens - (system prompt + question + template overhead).
-    The last source that does not fit is truncated rather than overflowing; later ones are dropped.
+    With `context_budget` > 0 the whole prompt (system + sources + question) stays within that many
+    tokens and each source carries the sentence windows of its chunk that bear on the question
+    (rag.evidence); otherwise sources are whole chunks and
+    budget = context_tokens - max_answer_tokens - (system prompt + question + template overhead):
+    the last source that does not fit is truncated rather than overflowing; later ones are dropped.
     """
     lang = lang or detect_language(question)
     system = system_prompt(lang)
     empty_user = _user_message(question, [], lang)
     overhead = count_tokens(system) + count_tokens(empty_user) + 2 * TEMPLATE_TOKENS_PER_MESSAGE + SAFETY_TOKENS
     budget = context_tokens - max_answer_tokens - overhead
+    if context_budget > 0:
+        budget = min(budget, context_budget - overhead + SAFETY_TOKENS)
+        blocks, used, dropped = _windowed(question, hits, budget, count_tokens)
+        truncated = bool(blocks)
+    else:
+        blocks, used, dropped, truncated = _whole_chunks(hits, budget, count_tokens)
+    user = _user_message(question, blocks, lang)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    prompt_tokens = count_tokens(system) + count_tokens(user) + 2 * TEMPLATE_TOKENS_PER_MESSAGE
+    return Prompt(messages, used, lang, prompt_tokens, budget, truncated, dropped)
+
+
+def _windowed(
+    question: str, hits: Sequence[Hit], budget: int, count_tokens: CountTokens
+) -> tuple[list[str], list[Hit], list[Hit]]:
+    from rag.evidence import select_windows
+
+    def tag_cost(hit: Hit) -> int:
+        return count_tokens(format_source(9, hit, "")) + 1
+
+    windows = select_windows(question, hits, budget, count_tokens, tag_cost)
+    kept = {id(w.hit) for w in windows}
+    blocks = [format_source(n, w.hit, w.text()) for n, w in enumerate(windows, start=1)]
+    return blocks, [w.hit for w in windows], [h for h in hits if id(h) not in kept]
+
+
+def _whole_chunks(hits: Sequence[Hit], budget: int, count_tokens: CountTokens) -> tuple[list[str], list[Hit], list[Hit], bool]:
     blocks: list[str] = []
     used: list[Hit] = []
     dropped: list[Hit] = []
@@ -173,7 +204,4 @@ def build_prompt(
             truncated = True
         else:
             dropped.append(hit)
-    user = _user_message(question, blocks, lang)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    prompt_tokens = count_tokens(system) + count_tokens(user) + 2 * TEMPLATE_TOKENS_PER_MESSAGE
-    return Prompt(messages, used, lang, prompt_tokens, budget, truncated, dropped)
+    return blocks, used, dropped, truncated

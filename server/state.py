@@ -101,12 +101,10 @@ class AppState:
 
     def _load_generator(self) -> None:
         from rag.llm import make_generator
-        from rag.pipeline import enable_prompt_cache
 
         self._generator_tried_at = time.monotonic()
         try:
-            inner = make_generator(self.settings)
-            enable_prompt_cache(inner)  # reuse the fixed prompt prefix across requests (llama.cpp only)
+            inner = make_generator(self.settings)  # llama.cpp keeps evaluated prefixes (rag.llm.kv_cache)
             self.generator = self._queued(inner)
             self.generator_error = None
             log.info("LLM %s loaded", self.generator.id)
@@ -125,6 +123,11 @@ class AppState:
 
     def _update_ready(self) -> None:
         self.metrics.models_ready.set(1 if self.ready else 0)
+
+    @property
+    def loading(self) -> bool:
+        """The models are still being loaded (not failed: then `ready` stays False but this is False)."""
+        return not (self._embedder_loaded.is_set() and self._generator_loaded.is_set())
 
     @property
     def ready(self) -> bool:

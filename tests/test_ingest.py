@@ -241,6 +241,30 @@ def test_unsupported_explicit_file_and_missing_path_fail_cleanly(tmp_path: Path,
     assert any("no such file" in e for _, e in summary.failed)
 
 
+def test_file_name_that_is_not_utf8_fails_alone(tmp_path: Path, kb, fake_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a GBK name from a zip (surrogate escapes in str) crashed the whole batch in find_by_path."""
+    import json
+
+    from rag.cli import main
+
+    store, embedder = kb
+    folder = tmp_path / "unzipped"
+    write_corpus(folder, 1)
+    gbk = folder / os.fsdecode(b"\xb1\xa8\xb8\xe6.txt")  # "报告.txt" in GBK bytes
+    gbk.write_text("Notes under a GBK file name.", encoding="utf-8")
+    summary = ingest_paths([folder], store, embedder, fake_settings, workers=1)
+    assert [Path(p).name for p in summary.added] == ["doc0.pdf"]
+    [(path, error)] = summary.failed
+    assert path.endswith("\\xb1\\xa8\\xb8\\xe6.txt") and path.encode("utf-8")  # printable, storable
+    assert "not valid UTF-8" in error and "报告.txt" in error and "\n" not in error
+    explicit = ingest_paths([gbk], store, embedder, fake_settings, workers=1)  # named on its own: same line
+    assert not explicit.added and "not valid UTF-8" in explicit.failed[0][1]
+
+    assert main(["ingest", str(folder), "--kb", "cli", "--embedder", "fake", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == 1 and len(out["failed"]) == 1 and "not valid UTF-8" in out["failed"][0]["error"]
+
+
 def test_progress_plain_lines_and_final_table(tmp_path: Path, kb, fake_settings: Settings) -> None:  # type: ignore[no-untyped-def]
     store, embedder = kb
     folder = tmp_path / "docs"

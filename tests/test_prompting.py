@@ -87,3 +87,58 @@ def test_attribute_values_are_escaped() -> None:
     hit = make_hit(1, "x", doc='a"b<c>.pdf')
     p = build_prompt("q?", [hit], words, context_tokens=2048, max_answer_tokens=256)
     assert 'doc="a&quot;b&lt;c&gt;.pdf"' in p.messages[1]["content"]
+
+
+# --- evidence windows (llm.context_budget) ------------------------------------------------------
+
+FILLER = [f"Paragraph {i} describes the history of the plant in general terms." for i in range(40)]
+
+
+def _user_blocks(p) -> list[str]:  # type: ignore[no-untyped-def]
+    return re.findall(r"<source [^>]*>\n(.*?)\n</source>", p.messages[1]["content"], re.DOTALL)
+
+
+def test_windowed_prompt_fits_the_budget_and_keeps_the_answering_sentence() -> None:
+    text = " ".join(FILLER[:25] + ["In 2023 ACME reported revenue of $52.4 million."] + FILLER[25:])
+    hits = [make_hit(1, text), make_hit(2, " ".join(FILLER), doc="b.pdf")]
+    full = build_prompt("What revenue did ACME report in 2023?", hits, words, context_tokens=4096, max_answer_tokens=256)
+    p = build_prompt("What revenue did ACME report in 2023?", hits, words, context_tokens=4096, max_answer_tokens=256, context_budget=300)
+    assert p.prompt_tokens <= 300 < full.prompt_tokens
+    blocks = _user_blocks(p)
+    assert "In 2023 ACME reported revenue of $52.4 million." in blocks[0]
+    assert blocks[0].startswith("… ") and blocks[0].endswith(" …")  # cut from inside the chunk
+    assert p.sources == hits[: len(blocks)] and '<source id="1" doc="report.pdf"' in p.messages[1]["content"]
+    # the system prefix is the same as without a budget (the KV state llama.cpp reuses)
+    assert p.messages[0] == full.messages[0]
+
+
+def test_window_brings_neighbours_and_a_table_row_its_header() -> None:
+    table = "Segment results\n| Segment | 2022 | 2023 |\n|---|---|---|\n" + "\n".join(
+        f"| Line{i} | {i} | {i + 1} |" for i in range(60)
+    ) + "\n| Gadgets | 5.1 | 7.3 |\n" + "\n".join(f"| Extra{i} | {i} | {i} |" for i in range(30))
+    p = build_prompt("What were Gadgets sales in 2023?", [make_hit(1, table)], words, context_tokens=4096,
+                     max_answer_tokens=256, context_budget=260)
+    block = _user_blocks(p)[0]
+    assert "| Gadgets | 5.1 | 7.3 |" in block and "| Segment | 2022 | 2023 |" in block
+    assert block.index("| Segment |") < block.index("| Gadgets |")
+    assert "| Line30 |" not in block  # rows that do not match are left out
+
+
+def test_windowed_chinese_prompt_and_unpunctuated_text() -> None:
+    zh = "。".join(f"第{i}段介绍了公司的一般情况" for i in range(50)) + "。2009年公司营业收入为3.2亿元，净利润为4,120万元。" + "。".join(
+        f"第{i}段" for i in range(50, 80)
+    )
+    run_on = "数据" * 2000  # no sentence end at all: offered in pieces, never all or nothing
+    hits = [make_hit(1, zh), make_hit(2, run_on)]
+    p = build_prompt("2009年公司营业收入是多少？", hits, words, context_tokens=4096, max_answer_tokens=256, context_budget=450)
+    blocks = _user_blocks(p)
+    assert p.prompt_tokens <= 450 and "2009年公司营业收入为3.2亿元" in blocks[0]
+    assert len(blocks) == 2 and 0 < len(blocks[1]) < 400
+
+
+def test_best_sentence_is_the_one_matching_the_question() -> None:
+    from rag.evidence import best_sentence
+
+    hit = make_hit(1, "ACME was founded in 1987. In 2023 ACME reported revenue of $52.4 million. It has two plants.")
+    assert best_sentence("What revenue did ACME report in 2023?", hit) == "In 2023 ACME reported revenue of $52.4 million."
+    assert best_sentence("完全无关的问题", hit) == "ACME was founded in 1987."  # nothing matches: the first

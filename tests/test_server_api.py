@@ -183,6 +183,16 @@ def test_ask_json_and_sse(world: dict[str, Any]) -> None:
               for b in raw.strip().split("\n\n")]
     kinds = [e for e, _ in events]
     assert kinds[-2:] == ["citations", "done"] and kinds.count("token") >= 1
+    # what retrieval found comes before any token, marked as retrieved (not yet an answer)
+    assert kinds.index("evidence") < kinds.index("token")
+    stages = [d["stage"] for e, d in events if e == "status"]
+    assert stages[:1] == ["retrieving"] and "thinking" in stages
+    assert kinds.index("evidence") < kinds.index("status", kinds.index("evidence"))  # evidence, then "thinking"
+    evidence = next(d for e, d in events if e == "evidence")
+    assert evidence["evidence"] and 0 <= evidence["seconds"] < 30
+    for item in evidence["evidence"]:
+        assert item["retrieved"] is True and item["doc"] == "passwd.pdf" and item["page"] in {1, 2} and item["text"].strip()
+    assert evidence["evidence"][0]["chunk_id"] == answer["sources"][0]["chunk_id"]
     final = events[-2][1]
     assert final["answer"] == answer["answer"]  # same seed, same question: same answer
     assert final["citations"] == answer["citations"]
@@ -256,6 +266,54 @@ def test_same_name_twice_in_one_upload(world: dict[str, Any]) -> None:
     assert [f["name"] for f in r.json()["files"]] == ["notes.txt", "notes-2.txt"]
     assert wait_job(client, r.json()["job"]["id"])["summary"]["added"] == 2
     assert client.delete("/v1/kbs/dupes").status_code == 200
+
+
+def test_same_name_in_two_uploads_keeps_both(world: dict[str, Any]) -> None:
+    """Regression: a second, different report was ingested as an update of the first one, which left the KB."""
+    client: TestClient = world["client"]
+
+    def upload(body: bytes, **form: str) -> dict[str, Any]:
+        r = client.post("/v1/kbs/teams/documents", files=[("files", ("report.txt", body, "text/plain"))], data=form)
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["job"]["id"])
+        assert job["state"] == "succeeded", job
+        return {"names": [f["name"] for f in r.json()["files"]], **job["summary"]}
+
+    assert upload(b"Team A: revenue grew 12%.", create="true")["names"] == ["report.txt"]
+    second = upload(b"Team B: costs fell 3%.")
+    assert second["names"] == ["report-2.txt"] and (second["added"], second["updated"]) == (1, 0)
+    third = upload(b"Team A: revenue grew 12%.")  # the same content again: no new document
+    assert third["names"] == ["report-3.txt"] and (third["added"], third["deduplicated"]) == (0, 1)
+    docs = client.get("/v1/kbs/teams/documents").json()["documents"]
+    assert sorted(d["name"] for d in docs) == ["report-2.txt", "report.txt"]
+    files = Path(world["settings"].paths.home) / "teams" / "files"
+    assert (files / "report.txt").read_bytes() == b"Team A: revenue grew 12%."  # never overwritten
+    assert client.delete("/v1/kbs/teams").status_code == 200
+
+
+def test_out_of_range_page_and_doc_ids_are_4xx(world: dict[str, Any]) -> None:
+    """Regression: page 99999999999999999999 (OverflowError) and 260,000 doc_ids (too many SQL variables) were 500s."""
+    from rag.errors import DocumentNotFound
+    from rag.protocols import SearchFilter
+
+    client: TestClient = world["client"]
+    doc_id = world["doc"]["id"]
+    for page in ("99999999999999999999", "0", "-1"):
+        r = client.get(f"/v1/documents/{doc_id}/pages/{page}.png", params={"kb": "docs"})
+        assert r.status_code == 422 and r.json()["error"]["type"] == "InvalidRequest", (page, r.text)
+    ids = [f"{i:016x}" for i in range(260_000)]
+    for route, body in (("/v1/search", {"query": "revenue"}), ("/v1/ask", {"question": "What was revenue?"})):
+        r = client.post(route, json={**body, "kb": "docs", "doc_ids": ids})
+        assert r.status_code == 422 and "doc_ids" in r.json()["error"]["message"], r.text
+    r = client.post("/v1/search", json={"query": "revenue", "kb": "docs", "doc_ids": [*ids[:999], doc_id]})
+    assert r.status_code == 200 and {h["doc_id"] for h in r.json()["hits"]} == {doc_id}
+
+    # The store itself: any number of ids (past SQLite's 32,766 variables), no overflow on a huge page.
+    store = client.app.state.citeqa.store("docs")  # type: ignore[attr-defined]
+    hits = store.keyword_search("revenue", 5, SearchFilter(doc_ids=[*ids[:40_000], doc_id]))
+    assert hits and {h.chunk.doc_id for h in hits} == {doc_id}
+    with pytest.raises(DocumentNotFound):
+        store.page_text(doc_id, 99999999999999999999)
 
 
 def test_upload_size_and_count_limits(tmp_path: Path) -> None:

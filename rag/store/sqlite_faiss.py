@@ -340,6 +340,8 @@ class SqliteFaissStore:
             return dict(json.loads(row[0]))
 
     def page_text(self, doc_id: str, page: int) -> str:
+        if not 1 <= page < 1 << 63:  # beyond SQLite's integers: no such page (not an OverflowError)
+            raise DocumentNotFound(f"document {doc_id!r} has no page {page} in knowledge base {self.name!r}")
         with self._lock:
             row = self._conn.execute(
                 "SELECT text FROM pages WHERE doc_id=? AND number=?", (doc_id, page)
@@ -777,8 +779,9 @@ def _filter_sql(flt: SearchFilter) -> tuple[str, list[Any]]:
     where: list[str] = []
     params: list[Any] = []
     if flt.doc_ids:
-        where.append(f"c.doc_id IN ({','.join('?' * len(flt.doc_ids))})")
-        params += list(flt.doc_ids)
+        # One JSON parameter, not one '?' per id: any number of ids stays under SQLite's variable limit.
+        where.append("c.doc_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps([str(d) for d in flt.doc_ids]))
     for key, value in (flt.metadata or {}).items():
         path = '$."' + str(key).replace('"', "") + '"'
         values = value if isinstance(value, (list, tuple, set)) else [value]

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rag.errors import CiteqaError
 from rag.protocols import SearchFilter
-from rag.records import Answer
+from rag.records import Answer, Retrieved, Status
 from server.answering import answer, answer_payload, history_from, stream_answer
 from server.auth import require_api_key
 from server.deps import existing_kb, get_state
@@ -50,26 +50,45 @@ def error_event(exc: BaseException) -> str:
     "/ask",
     response_model=AskResponse,
     summary="Answer a question with page citations (JSON, or SSE when stream=true)",
-    responses={200: {"content": {"text/event-stream": {"example": 'event: token\ndata: {"text": "Revenue"}\n\n'
+    responses={200: {"content": {"text/event-stream": {"example": 'event: status\ndata: {"stage": "retrieving"}\n\n'
+                                                                  'event: evidence\ndata: {"evidence": [{"doc": "report.pdf", "page": 3, '
+                                                                  '"text": "Revenue was $5.2 million.", "retrieved": true}], "seconds": 0.12}\n\n'
+                                                                  'event: status\ndata: {"stage": "thinking"}\n\n'
+                                                                  'event: token\ndata: {"text": "Revenue"}\n\n'
                                                                   'event: citations\ndata: {"answer": "...", "citations": []}\n\n'
                                                                   "event: done\ndata: {}\n\n"}}}},
 )
 async def ask(body: AskRequest, request: Request) -> Any:
+    """SSE events, in order: `status` {"stage": "loading" | "rewriting" | "retrieving" | "thinking"},
+    `evidence` (the best sentence of the top hits, marked `retrieved`: found, not yet an answer; sent
+    before any token), `token` pieces, `citations` (the final checked answer), `done`; or `error`."""
     state: AppState = get_state(request)
     kb = await run_in_threadpool(existing_kb, state, body.kb)
-    pipeline = await run_in_threadpool(state.pipeline, kb)  # errors (no model, no KB) become statuses here
     history = history_from(body.history)
     flt = SearchFilter(doc_ids=list(body.doc_ids)) if body.doc_ids else None
     wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    loading = wants_sse and state.loading
+    # errors (no model, no KB) become statuses here, unless the models are still loading: then the
+    # stream starts at once with a "loading" status and an error arrives as an `error` event
+    pipeline = None if loading else await run_in_threadpool(state.pipeline, kb)
     if not wants_sse:
         result = await answer(pipeline, body.question, history=history, flt=flt, executor=state.answer_pool)
         return answer_json(kb, result)
 
     async def events() -> AsyncIterator[str]:
+        nonlocal pipeline
         try:
-            async for item in stream_answer(pipeline, body.question, history=history, flt=flt, executor=state.answer_pool):
+            if pipeline is None:
+                yield sse("status", {"stage": "loading"})
+                pipeline = await run_in_threadpool(state.pipeline, kb)
+            stream = stream_answer(pipeline, body.question, history=history, flt=flt, executor=state.answer_pool, events=True)
+            async for item in stream:
                 if isinstance(item, Answer):
                     yield sse("citations", answer_json(kb, item))
+                elif isinstance(item, Retrieved):
+                    yield sse("evidence", evidence_json(item))
+                elif isinstance(item, Status):
+                    yield sse("status", {"stage": item.stage})
                 elif item:
                     yield sse("token", {"text": item})
             yield sse("done", {})
@@ -77,3 +96,14 @@ async def ask(body: AskRequest, request: Request) -> Any:
             yield error_event(exc)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def evidence_json(item: Retrieved) -> dict[str, Any]:
+    return {
+        "evidence": [
+            {"doc": e.doc, "doc_id": e.doc_id, "page": e.page, "text": e.text, "chunk_id": e.chunk_id,
+             "score": e.score, "retrieved": True}
+            for e in item.evidence
+        ],
+        "seconds": item.seconds,
+    }

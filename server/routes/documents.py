@@ -64,17 +64,6 @@ def document_out(info: DocumentInfo) -> dict[str, Any]:
     }
 
 
-def unique_name(name: str, taken: set[str]) -> str:
-    """`name`, or `name-2.ext`, `name-3.ext`... when another file of the same upload already has it."""
-    stem, ext = Path(name).stem, Path(name).suffix
-    candidate, n = name, 1
-    while candidate.lower() in taken:
-        n += 1
-        candidate = f"{stem}-{n}{ext}"
-    taken.add(candidate.lower())
-    return candidate
-
-
 def _save_all(state: AppState, kb: str, uploads: list[tuple[UploadFile, str]], limit: int) -> list[SavedFile]:
     directory = state.files_dir(kb)
     saved: list[SavedFile] = []
@@ -122,9 +111,8 @@ async def upload(kb: str, request: Request) -> dict[str, Any]:
         kb = kb_name(state, kb) if create else await run_in_threadpool(existing_kb, state, kb)
         allowed = supported_extensions()
         checked: list[tuple[UploadFile, str]] = []
-        taken: set[str] = set()
         for f in files:
-            name = unique_name(sanitize_filename(f.filename or ""), taken)
+            name = sanitize_filename(f.filename or "")  # save_upload makes it unique in files/
             check_extension(name, allowed)
             if f.size is not None and f.size > max_bytes:
                 raise PayloadTooLarge(f"{name}: {f.size >> 20} MB is larger than the upload limit of {limits.max_upload_mb} MB")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from rag.errors import CiteqaError
 from server.auth import require_api_key
 from server.deps import StateDep, existing_kb
 from server.render import render_page_png
 from server.routes.documents import original_file
-from server.schemas import ERRORS
+from server.schemas import ERRORS, MAX_PAGE
 
 router = APIRouter(prefix="/v1", tags=["documents"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["documents"], dependencies=[Depends(requi
 )
 def page_png(
     doc_id: str,
-    page: int,
+    page: Annotated[int, Path(ge=1, le=MAX_PAGE, description="1-based page number, as in citations.")],
     state: StateDep,
     kb: Annotated[str | None, Query(description="Knowledge base (default: paths.default_kb).")] = None,
     highlight: Annotated[str | None, Query(max_length=4000, description="Text to highlight (a citation's quote).")] = None,

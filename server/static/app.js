@@ -12,6 +12,9 @@ const I18N = {
     cancel: "Cancel", save: "Save", newKbPrompt: "Name of the new knowledge base:", noKb: "(none yet)",
     pickFiles: "Choose files first.", page: "p.", pages: "pages", chunks: "chunks", remove: "Remove",
     confirmRemove: "Remove this document?", verified: "verified", thinking: "…",
+    stage: { loading: "Loading the model (once)…", rewriting: "Understanding the follow-up…",
+      retrieving: "Searching the documents…", thinking: "Reading the evidence…" },
+    retrieved: "Retrieved — not an answer yet", firstToken: "first token", total: "total",
     job: { queued: "queued", running: "ingesting", succeeded: "done", failed: "failed", cancelled: "cancelled" },
     added: "added", updated: "updated", skipped: "unchanged", failedFiles: "failed", cancelJob: "Cancel",
     sources: "Sources", refused: "No answer found in the documents.", error: "Error", seconds: "s",
@@ -26,6 +29,9 @@ const I18N = {
     cancel: "取消", save: "保存", newKbPrompt: "新知识库名称：", noKb: "（暂无）",
     pickFiles: "请先选择文件。", page: "第", pages: "页", chunks: "块", remove: "删除",
     confirmRemove: "删除这个文档？", verified: "已核实", thinking: "…",
+    stage: { loading: "正在加载模型（仅首次）…", rewriting: "正在理解追问…",
+      retrieving: "正在检索文档…", thinking: "正在阅读证据…" },
+    retrieved: "检索到的内容（还不是答案）", firstToken: "首个字", total: "总计",
     job: { queued: "排队中", running: "入库中", succeeded: "完成", failed: "失败", cancelled: "已取消" },
     added: "新增", updated: "更新", skipped: "未变", failedFiles: "失败", cancelJob: "取消",
     sources: "来源", refused: "文档中没有找到答案。", error: "错误", seconds: "秒",
@@ -347,6 +353,32 @@ function renderCitations(msg, answer) {
   msg.append(ul);
 }
 
+// What retrieval found, shown before the model has written anything; replaced by the answer.
+function renderEvidence(msg, items) {
+  if (!items || !items.length) return null;
+  const box = document.createElement("div");
+  box.className = "evidence";
+  const head = document.createElement("div");
+  head.className = "evidence-head";
+  head.textContent = t("retrieved");
+  box.append(head);
+  const ul = document.createElement("ul");
+  for (const e of items) {
+    const li = document.createElement("li");
+    const src = document.createElement("span");
+    src.className = "src";
+    src.textContent = `${e.doc} · ${state.lang === "zh" ? `第 ${e.page} 页` : `p. ${e.page}`} `;
+    const quote = document.createElement("q");
+    quote.textContent = e.text;
+    li.append(src, quote);
+    li.addEventListener("click", () => openPage({ doc: e.doc, doc_id: e.doc_id, page: e.page, quote: e.text }));
+    ul.append(li);
+  }
+  box.append(ul);
+  msg.append(box);
+  return box;
+}
+
 function parseSse(buffer, onEvent) {
   let idx;
   while ((idx = buffer.indexOf("\n\n")) >= 0) {
@@ -366,9 +398,10 @@ async function ask(question) {
   state.busy = true;
   $("#ask-btn").disabled = true;
   addMessage("user", question);
-  const msg = addMessage("assistant", t("thinking"));
+  const msg = addMessage("assistant", t("stage").retrieving);
   const body = msg.querySelector(".answer");
-  let text = "", final = null;
+  body.classList.add("status");
+  let text = "", final = null, evidence = null;
   try {
     const response = await api("/v1/ask", {
       method: "POST",
@@ -382,7 +415,12 @@ async function ask(question) {
       const { value, done } = await reader.read();
       if (done) break;
       buffer = parseSse(buffer + decoder.decode(value, { stream: true }), (event, data) => {
-        if (event === "token") {
+        if (event === "status") {
+          if (!text && t("stage")[data.stage]) body.textContent = t("stage")[data.stage];
+        } else if (event === "evidence") {
+          evidence = renderEvidence(msg, data.evidence);
+        } else if (event === "token") {
+          if (!text) body.classList.remove("status");
           text += data.text;
           body.textContent = text;
         } else if (event === "citations") {
@@ -394,6 +432,8 @@ async function ask(question) {
       $("#messages").scrollTop = $("#messages").scrollHeight;
     }
     if (final) {
+      if (evidence) evidence.remove();  // the checked answer and its citations take its place
+      body.classList.remove("status");
       renderAnswer(body, final.answer, final.citations);
       if (final.refused) msg.classList.add("refused");
       renderCitations(msg, final);
@@ -401,8 +441,8 @@ async function ask(question) {
       timing.className = "timing";
       const tm = final.timings || {};
       timing.textContent = [
-        tm.first_token !== undefined ? `first token ${tm.first_token.toFixed(2)} s` : "",
-        tm.total !== undefined ? `total ${tm.total.toFixed(2)} s` : "",
+        tm.first_token !== undefined ? `${t("firstToken")} ${tm.first_token.toFixed(2)} ${t("seconds")}` : "",
+        tm.total !== undefined ? `${t("total")} ${tm.total.toFixed(2)} ${t("seconds")}` : "",
       ].filter(Boolean).join(" · ");
       msg.append(timing);
       msg.dataset.done = "true";

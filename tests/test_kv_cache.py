@@ -1,0 +1,60 @@
+"""Prompt prefixes evaluated once (rag.llm.kv_cache), with the real SmolLM2 in llama.cpp."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.llm.llama_cpp import LlamaCppGenerator
+from rag.llm.models import smollm2_path
+from rag.prompting import SYSTEM_PROMPTS
+from rag.settings import LLMSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def gen() -> LlamaCppGenerator:
+    # its own instance: the session-wide `smollm` carries other tests' cached prefixes
+    return LlamaCppGenerator(smollm2_path(), LLMSettings(name="smollm2-135m", context_tokens=2048), name="smollm2-135m")
+
+
+def ask(gen: LlamaCppGenerator, system: str, user: str) -> dict[str, int]:
+    gen.generate([{"role": "system", "content": system}, {"role": "user", "content": user}], max_tokens=4, temperature=0.0)
+    return gen.last_usage
+
+
+def test_system_prefix_is_evaluated_once_even_after_unrelated_calls(gen: LlamaCppGenerator) -> None:
+    en, zh = SYSTEM_PROMPTS["en"], SYSTEM_PROMPTS["zh"]
+    first = ask(gen, en, "Sources:\nRevenue was $5 million.\n\nQuestion: What was revenue?")
+    assert first["evaluated_tokens"] == first["prompt_tokens"]  # a fresh model evaluates everything
+    system_tokens = gen.count_tokens(en)
+    # an unrelated call in between (the other language, then a rewrite-like prompt) ...
+    ask(gen, zh, "资料：\n营业收入为3.2亿元。\n\n问题：营业收入是多少？")
+    ask(gen, "Rewrite the user's last question.", "Conversation:\nuser: hi")
+    # ... and the English system prefix is restored, not evaluated again
+    again = ask(gen, en, "Sources:\nCosts rose to $2 million in 2023.\n\nQuestion: What were the costs?")
+    assert again["evaluated_tokens"] <= again["prompt_tokens"] - system_tokens
+    zh_again = ask(gen, zh, "资料：\n公司成立于2001年。\n\n问题：公司成立于哪一年？")
+    assert zh_again["evaluated_tokens"] <= zh_again["prompt_tokens"] - gen.count_tokens(zh)
+
+
+def test_a_prompt_that_extends_an_earlier_one_evaluates_only_the_new_part(gen: LlamaCppGenerator) -> None:
+    system = "Rewrite the user's last question as one standalone question."
+    turn1 = "Conversation:\nuser: What was ACME's revenue in 2023?\nassistant: $52.4 million [1]."
+    ask(gen, system, turn1)
+    ask(gen, SYSTEM_PROMPTS["en"], "Sources:\nSomething else entirely.\n\nQuestion: Anything?")  # evicts the KV
+    turn2 = turn1 + "\nuser: And its net income?\nassistant: $7.1 million [1].\nLast question: and in 2022?"
+    usage = ask(gen, system, turn2)
+    new_part = gen.count_tokens(turn2) - gen.count_tokens(turn1)
+    assert usage["evaluated_tokens"] <= new_part + 8, usage
+
+
+def test_restored_prefix_gives_a_working_generation(gen: LlamaCppGenerator) -> None:
+    messages = [{"role": "system", "content": SYSTEM_PROMPTS["en"]},
+                {"role": "user", "content": "Sources:\nThe capital of France is Paris.\n\nQuestion: What is the capital of France?"}]
+    gen.generate(messages, max_tokens=8, temperature=0.0)
+    ask(gen, "Unrelated system.", "Unrelated text that replaces the KV cache.")
+    text = gen.generate(messages, max_tokens=16, temperature=0.0)
+    assert isinstance(text, str) and "Paris" in text
+    assert gen.last_usage["evaluated_tokens"] < gen.last_usage["prompt_tokens"]
+    assert 0 < gen._llm.cached_bytes < 256 << 20
