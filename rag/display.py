@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from typing import TextIO
 
 from rag.records import Answer, Retrieved, Status
@@ -34,6 +35,17 @@ def format_citations(answer: Answer) -> list[str]:
     lines = [f'[{c.n}] {c.doc} · p.{c.page} · "{one_line(c.quote, QUOTE_CHARS)}"' for c in answer.citations if c.verified]
     lines += [f"[unsupported] {one_line(s, QUOTE_CHARS)}" for s in answer.unsupported]
     return lines
+
+
+def fit(text: str, columns: int) -> str:
+    """`text` cut to `columns` terminal columns (Han characters take two), so a line never wraps:
+    the erase that replaces transient lines counts lines, not rows."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used > columns - 1:
+            return text[:i] + "…"
+    return text
 
 
 class AnswerPrinter:
@@ -61,7 +73,7 @@ class AnswerPrinter:
         """Transient lines on a terminal (each cut to the width so none wraps); kept in a pipe."""
         self._clear()
         if self.tty:
-            self._write("\n".join(x if len(x) <= self.width else x[: self.width - 1] + "…" for x in lines))
+            self._write("\n".join(fit(x, self.width) for x in lines))
             self._transient = len(lines)
         else:
             self._write("".join(line + "\n" for line in lines))

@@ -119,7 +119,8 @@ def score_sentences(question: str, hits: Sequence[Hit]) -> list[list[_Sentence]]
 def best_sentence(question: str, hit: Hit) -> str:
     """The sentence of `hit` that best matches the question (its first one when none does)."""
     rows = score_sentences(question, [hit])[0]
-    best = max(range(len(rows)), key=lambda i: (rows[i].score, -i))
+    # on a tie the fuller sentence wins: a heading repeats the question's words and says nothing
+    best = max(range(len(rows)), key=lambda i: (round(rows[i].score, 6), min(rows[i].end - rows[i].start, 60) if rows[i].score else 0, -i))
     return hit.chunk.text[rows[best].start : rows[best].end].strip()
 
 

@@ -95,3 +95,11 @@ def test_terminal_printer_replaces_status_and_evidence_with_the_answer() -> None
     answer_at = text.rindex("Revenue was $5 million [1].")
     assert text.rindex("\x1b[") < answer_at and "verified answer" not in text  # printed once
     assert text.endswith('[1] a.pdf · p.2 · "Revenue was $5 million."\n')
+
+
+def test_transient_lines_fit_the_terminal_width() -> None:
+    from rag.display import fit
+
+    assert fit("short", 40) == "short"
+    cut = fit("底特律圣公会三一堂是一所教堂，位于底特律马丁路德金大道1519号", 20)
+    assert cut.endswith("…") and sum(2 if "\u4e00" <= c <= "\u9fff" or c in "，" else 1 for c in cut) <= 20

@@ -142,3 +142,5 @@ def test_best_sentence_is_the_one_matching_the_question() -> None:
     hit = make_hit(1, "ACME was founded in 1987. In 2023 ACME reported revenue of $52.4 million. It has two plants.")
     assert best_sentence("What revenue did ACME report in 2023?", hit) == "In 2023 ACME reported revenue of $52.4 million."
     assert best_sentence("完全无关的问题", hit) == "ACME was founded in 1987."  # nothing matches: the first
+    titled = make_hit(2, "底特律圣公会三一堂\n\n底特律圣公会三一堂是一所教堂，位于底特律马丁路德金大道1519号。")
+    assert best_sentence("底特律圣公会三一堂在哪里？", titled).startswith("底特律圣公会三一堂是一所教堂")  # not the heading
