@@ -54,6 +54,14 @@ def undecodable_name_error(path: Path) -> str | None:
     )
 
 
+def _outside_error(link: Path) -> str:
+    # The target is not named: the line may reach someone who should not learn other paths.
+    return (
+        f"{printable_path(link)}: skipped, a symbolic link to a file outside the folder being ingested "
+        "(name the file itself to ingest it)"
+    )
+
+
 def is_hidden_or_temp(name: str) -> bool:
     """Dot files, Office lock files (~$x.docx), editor backups (x~) and partial downloads."""
     lower = name.lower()
@@ -76,7 +84,8 @@ def discover(
     """Files under `paths` to ingest, sorted and without duplicates, plus (path, error) for bad arguments.
 
     Folders are walked recursively (hidden folders and hidden/temporary files skipped, symlinked
-    folders not followed); only files with a supported extension and matching `glob` (a file-name
+    folders not followed, a symlinked file that points outside the folder given skipped with an
+    error line); only files with a supported extension and matching `glob` (a file-name
     pattern such as '*.pdf', or a relative path pattern such as 'reports/**/*.pdf') are kept. A file
     named explicitly is always kept (an unsupported type then fails with a clear message).
     """
@@ -107,6 +116,11 @@ def discover(
                 try:
                     rp = fp.resolve()
                     if not rp.is_file():
+                        continue
+                    if not is_under(str(rp), [root]):
+                        # Ingesting a folder means what is in it: a symlink out of it (e.g. to ~/.ssh)
+                        # is not read unless that file is named on its own.
+                        errors.append((printable_path(fp), _outside_error(fp)))
                         continue
                     if (bad := undecodable_name_error(rp)) is not None:
                         errors.append((printable_path(rp), bad))

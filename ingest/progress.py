@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Self, TextIO
 
 from ingest.pipeline import IngestProgress, IngestSummary
+from rag.terminal import safe_text
 
 
 def _duration(seconds: float | None) -> str:
@@ -41,12 +42,16 @@ def _duration(seconds: float | None) -> str:
 
 
 def _display(path: str) -> str:
-    """A path relative to the working directory when it is below it."""
+    """A path relative to the working directory when it is below it, control characters escaped.
+
+    File names are chosen by whoever made the files: a terminal escape sequence in one must show as
+    text, not retitle the window or erase the screen.
+    """
     try:
         rel = os.path.relpath(path)
     except ValueError:  # pragma: no cover - another drive on Windows
-        return path
-    return path if rel.startswith("..") else rel
+        rel = path
+    return safe_text(path if rel.startswith("..") else rel)
 
 
 def progress_line(p: IngestProgress) -> str:
@@ -118,7 +123,7 @@ def format_summary(summary: IngestSummary, list_limit: int = 20) -> str:
     lines = []
     for status, path, detail in rows:
         if status == "failed":
-            detail = _failure_reason(path, detail)
+            detail = safe_text(_failure_reason(path, detail))
         lines.append(f"{status:<{width}}  {_display(path)}" + (f"  — {detail}" if detail else ""))
     for status, n in hidden.items():
         lines.append(f"{status:<{width}}  ... and {n} more")
@@ -187,7 +192,7 @@ class ProgressRenderer:
                 TextColumn("files · {task.fields[pages]} pages · {task.fields[chunks]} chunks"),
                 TextColumn("· {task.fields[rate]} chunks/s · ETA {task.fields[eta]}"),
                 TimeElapsedColumn(),
-                TextColumn("{task.fields[current]}", style="dim"),
+                TextColumn("{task.fields[current]}", style="dim", markup=False),  # a file name, not markup
                 console=Console(file=self.stream),
                 transient=False,
             )
@@ -197,7 +202,7 @@ class ProgressRenderer:
 
     @staticmethod
     def _fields(p: IngestProgress) -> dict[str, str]:
-        name = os.path.basename(p.current)
+        name = safe_text(os.path.basename(p.current))
         return {
             "phase": p.phase,
             "pages": f"{p.pages:,}",
@@ -224,6 +229,7 @@ class ProgressRenderer:
             print(format_summary(summary, self.list_limit), file=self.stream, flush=True)
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         styles = {"added": "green", "updated": "cyan", "failed": "red", "skipped": "dim", "pruned": "yellow"}
@@ -234,8 +240,9 @@ class ProgressRenderer:
         rows, hidden = _limited(_rows(summary), self.list_limit)
         for status, path, detail in rows:
             if status == "failed":
-                detail = _failure_reason(path, detail)
-            table.add_row(f"[{styles[status]}]{status}", _display(path), detail)
+                detail = safe_text(_failure_reason(path, detail))
+            # Cells are rich markup: a '[' in a file name must print, not style.
+            table.add_row(f"[{styles[status]}]{status}", escape(_display(path)), escape(detail))
         for status, n in hidden.items():
             table.add_row(f"[{styles[status]}]{status}", f"... and {n} more", "")
         console = Console(file=self.stream)

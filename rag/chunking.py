@@ -34,6 +34,7 @@ once more exactly (sums of sentence counts can be off by a token or two at the j
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -188,33 +189,43 @@ class SentenceChunker:
             s, e = _trim(text, s, e)
             if s >= e:
                 continue
-            if self._unit_tokens(text[s:e]) + self._overhead <= self.max_tokens:
+            if self._fits(text, s, e):
                 out.append((s, e))
             else:
                 out.extend(self._split_long(text, s, e))
         return out
 
+    def _fits(self, text: str, start: int, end: int) -> bool:
+        """Whether text[start:end] fits in max_tokens; a long text is judged by a prefix first (counts only
+        grow), so a 12 MB sentence is not tokenized whole just to learn that it must be split."""
+        probe = 8 * self.max_tokens  # characters: more than any max_tokens tokens cover in practice
+        if end - start > probe and self.count(text[start : start + probe]) > self.max_tokens:
+            return False
+        return self.count(text[start:end]) <= self.max_tokens
+
     def _split_long(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
-        """Split an over-long sentence at clause marks / whitespace, else by characters."""
+        """Split an over-long sentence at clause marks / whitespace, else by characters.
+
+        Each part is the longest run of pieces whose exact count fits. It is found by galloping from
+        the estimate that the pieces' own counts give (each piece is counted once), not by re-counting
+        a growing prefix once per piece: that made a one-line file cost (pieces x part length), ~100x
+        normal text (issue 17).
+        """
         cuts = [m.end() for m in _CLAUSE_END.finditer(text, start, end) if m.end() < end]
-        pieces: list[tuple[int, int]] = []
-        s = start
-        for c in [*cuts, end]:
-            pieces.append((s, c))
-            s = c
+        bounds = [start, *cuts, end]  # piece i is text[bounds[i]:bounds[i + 1]]
+        n_pieces = len(bounds) - 1
+        sums = [0]  # sums[k]: estimated tokens of pieces [0, k); a lone trailing space would count as a token
+        for k in range(n_pieces):
+            sums.append(sums[-1] + self._unit_tokens(text[bounds[k] : bounds[k + 1]].rstrip()))
+        room = self.max_tokens - self._overhead
         out: list[tuple[int, int]] = []
-        cur_s: int | None = None
-        cur_e = start
-        for ps, pe in pieces:
-            if cur_s is None:
-                cur_s, cur_e = ps, pe
-            elif self.count(text[cur_s:pe]) <= self.max_tokens:
-                cur_e = pe
-            else:
-                out.append((cur_s, cur_e))
-                cur_s, cur_e = ps, pe
-        if cur_s is not None:
-            out.append((cur_s, cur_e))
+        i = 0
+        while i < n_pieces:
+            s = bounds[i]
+            guess = bisect.bisect_right(sums, sums[i] + room) - 1
+            j = _largest_fitting(lambda j: self.count(text[s : bounds[j]]) <= self.max_tokens, i + 1, n_pieces, guess)
+            out.append((s, bounds[j]))
+            i = j
         final: list[tuple[int, int]] = []
         for s, e in out:
             s, e = _trim(text, s, e)
@@ -227,21 +238,20 @@ class SentenceChunker:
         return final
 
     def _split_chars(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
-        """Last resort for text with no break at all: the longest prefixes that fit (binary search)."""
+        """Last resort for text with no break at all: the longest prefixes that fit.
+
+        Found by galloping from the previous part's length, so each count covers about one part; a
+        binary search over the whole rest counted ever-longer texts (quadratic on a 12 MB CJK line).
+        """
         out: list[tuple[int, int]] = []
         s = start
+        guess = max(1, self.max_tokens)  # about a character per token (CJK); corrected by every part after
         while s < end:
-            lo, hi = s + 1, end
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if self.count(text[s:mid]) <= self.max_tokens:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            a, b = _trim(text, s, lo)
+            e = _largest_fitting(lambda e: self.count(text[s:e]) <= self.max_tokens, s + 1, end, s + guess)
+            a, b = _trim(text, s, e)
             if a < b:
                 out.append((a, b))
-            s = lo
+            guess, s = e - s, e
         return out
 
     # ------------------------------------------------------------------ packing
@@ -445,6 +455,38 @@ def make_chunker(settings: ChunkingSettings, count_tokens: CountTokens) -> Sente
 
 
 # ---------------------------------------------------------------------- helpers
+def _largest_fitting(fits: Callable[[int], bool], lo: int, hi: int, guess: int) -> int:
+    """The largest x in [lo, hi] with fits(x), for `fits` true up to some x and false after; lo if none.
+
+    Gallops from `guess` (doubling steps up or down), then bisects: O(log distance) calls, each on a
+    text about as long as the answer, instead of bisecting [lo, hi] with calls on texts up to `hi`.
+    """
+    guess = min(max(guess, lo), hi)
+    if fits(guess):
+        lo, step = guess, 1
+        while lo + step <= hi:
+            if not fits(lo + step):
+                hi = lo + step - 1
+                break
+            lo += step
+            step *= 2
+    else:
+        hi, step = guess - 1, 1
+        while hi - step >= lo:
+            if fits(hi - step + 1):
+                lo = hi - step + 1
+                break
+            hi -= step
+            step *= 2
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _split_trailing_headings(us: list[_Unit]) -> tuple[list[_Unit], list[_Unit]]:
     k = len(us)
     while k > 0 and us[k - 1].kind == "heading":

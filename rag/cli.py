@@ -136,8 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     kb_add("list", "List knowledge bases.", cmd_kb_list)
     kb_add("stats", "Show a knowledge base's size and settings.", cmd_kb_stats).add_argument("name")
-    q = kb_add("remove", "Delete a knowledge base and its indexes.", cmd_kb_remove)
+    q = kb_add("remove", "Delete a knowledge base and its indexes (asks for confirmation first).", cmd_kb_remove)
     q.add_argument("name")
+    q.add_argument(
+        "-y", "--yes", action="store_true", help="Delete without asking (required when stdin is not a terminal)."
+    )
     q = kb_add("export", "Write a knowledge base (chunks + vectors) to a portable file.", cmd_kb_export)
     q.add_argument("name")
     q.add_argument("file", type=Path)
@@ -211,8 +214,9 @@ def _kb_name(args: argparse.Namespace, settings: Settings) -> str:
     return getattr(args, "kb", None) or settings.paths.default_kb
 
 
-def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+def _print_json(data: Any, out: TextIO | None = None) -> None:
+    # sys.stdout looked up per call, not bound at import: tests and callers may redirect it later.
+    (out or sys.stdout).write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def _open(settings: Settings, name: str, *, create: bool = False):  # type: ignore[no-untyped-def]
@@ -228,11 +232,13 @@ def _open(settings: Settings, name: str, *, create: bool = False):  # type: igno
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import ingest_paths
     from ingest.progress import ProgressRenderer
+    from rag.terminal import safe_text
 
     paths = [Path(p) for p in args.paths]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+    # A missing path fails alone (one line in the summary, from discovery) and the batch goes on;
+    # only when nothing given exists is there no batch, and no knowledge base is created for it.
+    if not any(p.expanduser().exists() for p in paths):
+        raise ConfigError(f"no such file or folder: {', '.join(safe_text(str(p)) for p in paths)}")
     store, embedder = _open(settings, _kb_name(args, settings), create=True)
     renderer = ProgressRenderer(stream=sys.stderr)
     try:
@@ -401,8 +407,20 @@ def cmd_kb_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_kb_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.kb import remove_kb
+    from rag.errors import InvalidRequest
+    from rag.kb import kb_exists, remove_kb
 
+    if not args.yes and kb_exists(settings, args.name):  # a missing or invalid name: remove_kb's own error
+        # Deleting cannot be undone: ask a person; a script must say --yes rather than delete by default.
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise InvalidRequest(
+                f"kb remove {args.name}: not deleting without confirmation; stdin is not a terminal, pass --yes"
+            )
+        sys.stderr.write(f"Delete knowledge base {args.name!r} and everything in it? This cannot be undone. [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in {"y", "yes"}:
+            print(f"citeqa: kept knowledge base {args.name}", file=sys.stderr)
+            return 1
     remove_kb(settings, args.name)
     if args.json:
         _print_json({"removed": args.name})
@@ -460,8 +478,11 @@ def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json([asdict(d) for d in docs])
         return 0
-    for d in docs:
-        print(f"{d.id}  {d.pages:>5} pages  {d.chunks:>6} chunks  {d.title or d.source}  ({d.source})")
+    from rag.terminal import safe_text
+
+    for d in docs:  # names and titles come from files: escape control characters (JSON above stays exact)
+        title, source = safe_text(d.title or d.source), safe_text(d.source)
+        print(f"{d.id}  {d.pages:>5} pages  {d.chunks:>6} chunks  {title}  ({source})")
     if not docs:
         print("no documents")
     return 0

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from rag.errors import KnowledgeBaseNotFound
 from server.jobs import JobManager
-from server.state import AppState
+from server.state import AppState, kb_not_found
 
 
 def get_state(request: Request) -> AppState:
@@ -28,12 +27,11 @@ def kb_name(state: AppState, name: str | None) -> str:
 
 def existing_kb(state: AppState, name: str | None) -> str:
     """Like kb_name, and the knowledge base must exist (404 otherwise)."""
-    from rag.kb import kb_exists, list_kbs
+    from rag.kb import kb_exists
 
     kb = kb_name(state, name)
     if not kb_exists(state.settings, kb):
-        known = ", ".join(list_kbs(state.settings)) or "none"
-        raise KnowledgeBaseNotFound(f"knowledge base {kb!r} does not exist (known: {known})")
+        raise kb_not_found(kb)  # without the names of the others: a caller learns only about what it named
     return kb
 
 

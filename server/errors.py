@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from rag import errors as E
 from server.jobs import JobNotFound
@@ -83,14 +84,45 @@ def exception_to_response(exc: BaseException) -> JSONResponse:
     return error_response(status, type(exc).__name__, str(exc) or type(exc).__name__)
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path (a 405's `Allow`, RFC 9110 section 15.5.6).
+
+    Starlette's own 405 names only the first route that matched the path, while GET and POST on one
+    path are often two routes. Each method is tried against the app's routes (their public `matches`).
+    An empty list when a catch-all (a mount) answers every method: its own `Allow` stands then.
+    """
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return [] if len(allowed) == len(HTTP_METHODS) else allowed
+
+
+def _redact(request: Request, response: JSONResponse, exc: BaseException) -> JSONResponse:
+    """Error messages never show the server's folders (paths under CITEQA_HOME become relative)."""
+    state = getattr(request.app.state, "citeqa", None)
+    if state is None:
+        return response
+    message = str(exc) or type(exc).__name__
+    redacted = state.redact(message)
+    if redacted == message:
+        return response
+    return error_response(response.status_code, type(exc).__name__, redacted)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: citeqa errors, validation errors, HTTP errors, and the catch-all."""
 
     @app.exception_handler(E.CiteqaError)
-    async def _citeqa(_: Request, exc: E.CiteqaError) -> JSONResponse:
+    async def _citeqa(request: Request, exc: E.CiteqaError) -> JSONResponse:
         if status_for(exc) >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
-        return exception_to_response(exc)
+        return _redact(request, exception_to_response(exc), exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -104,13 +136,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "InvalidRequest", message, details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = HTTP_TYPE_NAMES.get(exc.status_code, "HTTPError")
         response = error_response(exc.status_code, name, str(exc.detail))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        if exc.status_code == 405:
+            methods = allowed_methods(request)
+            if methods:
+                response.headers["Allow"] = ", ".join(methods)
         return response
 
     @app.exception_handler(Exception)
-    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
-        return exception_to_response(exc)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        response = exception_to_response(exc)
+        return _redact(request, response, exc) if isinstance(exc, E.CiteqaError) else response

@@ -52,7 +52,9 @@ class Job:
     error: str | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     before: Callable[[], None] | None = field(default=None, repr=False)  # e.g. drop the old version first
+    password: str | None = field(default=None, repr=False)  # for encrypted PDFs; never reported
     seq: int = 0
+    files_failed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Job:
             "kind": self.kind,
             "state": self.state,
             "files": [Path(p).name for p in self.paths],
+            "files_failed": self.files_failed,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -94,12 +97,28 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _ratio(progress: dict[str, Any]) -> float | None:
-    for done_key, total_key in (("files_done", "files_total"), ("done", "total"), ("processed", "total")):
-        done, total = progress.get(done_key), progress.get(total_key)
-        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
-            return min(1.0, done / total)
-    return None
+    """The share of a job done (0..1), moving inside a file too, not only when a file finishes.
+
+    Files that need no parsing (unchanged, duplicates) are done at scan time; for the files being
+    parsed and embedded, the share of their chunks done is `chunks / (chunks + left)`, where the
+    pipeline's chunks still expected are `eta_s * chunks_per_s` (its ETA is chunks left over rate).
+    """
+    done, total = _number(progress.get("files_done")), _number(progress.get("files_total"))
+    if done is None or total is None or total <= 0:
+        return None
+    ratio = done / total
+    chunks, rate, eta = (_number(progress.get(k)) for k in ("chunks", "chunks_per_s", "eta_s"))
+    to_parse = _number(progress.get("to_parse"))
+    if chunks is not None and rate and eta is not None and to_parse:
+        left = max(0.0, eta * rate)
+        share = chunks / (chunks + left) if chunks + left > 0 else 0.0
+        ratio = max(ratio, (total - to_parse + to_parse * share) / total)
+    return min(1.0, ratio)
 
 
 INGEST_NICENESS = 10
@@ -127,8 +146,18 @@ class JobManager:
         self._worker.start()
 
     # --- API -------------------------------------------------------------------------------------
-    def submit(self, kb: str, paths: list[Path], *, kind: str = "ingest", before: Callable[[], None] | None = None) -> Job:
-        job = Job(id=uuid.uuid4().hex[:12], kb=kb, paths=[str(p) for p in paths], kind=kind, before=before)
+    def submit(
+        self,
+        kb: str,
+        paths: list[Path],
+        *,
+        kind: str = "ingest",
+        before: Callable[[], None] | None = None,
+        password: str | None = None,
+    ) -> Job:
+        """Queue an ingestion of `paths` into `kb` (`password` opens encrypted PDFs of this job only)."""
+        job = Job(id=uuid.uuid4().hex[:12], kb=kb, paths=[str(p) for p in paths], kind=kind, before=before,
+                  password=password)
         job.progress = {"files_total": len(paths), "files_done": 0, "ratio": 0.0}
         with self._lock:
             job.seq = next(self._seq)
@@ -205,8 +234,13 @@ class JobManager:
 
         def on_progress(progress: Any) -> None:
             data = progress_to_dict(progress)
+            if isinstance(data.get("current"), str):
+                data["current"] = self._public(job, data["current"])
             ratio = _ratio(data)
             if ratio is not None:
+                # Never backwards (the chunk estimate may grow), and 1.0 only once the job has finished.
+                previous = job.progress.get("ratio")
+                ratio = min(0.999, max(ratio, previous if isinstance(previous, float) else 0.0))
                 data["ratio"] = round(ratio, 4)
                 metrics.ingest_progress.set(ratio)
             job.progress = data
@@ -228,25 +262,53 @@ class JobManager:
                 workers=self.state.settings.ingest.workers or 1,
                 on_progress=on_progress,
                 cancel=job.cancel_event,
+                password=job.password,
             )
-            job.summary = _jsonable(summary.to_json())
+            job.summary = self._public_summary(job, _jsonable(summary.to_json()))
+            job.files_failed = len(summary.failed)
             metrics.ingest_chunks.inc(int(job.summary.get("chunks", 0) or 0))
-            self._finish(job, CANCELLED if job.cancel_event.is_set() else SUCCEEDED)
+            if job.cancel_event.is_set():
+                self._finish(job, CANCELLED)
+            elif summary.failed and not (summary.added or summary.updated or summary.skipped or summary.deduplicated):
+                # Nothing ingested: the job failed (a job with some failures succeeds and counts them).
+                n, first = len(summary.failed), job.summary["failed"][0]["error"]
+                job.error = first if n == 1 else f"all {n} files failed; the first: {first}"
+                self._finish(job, FAILED)
+            else:
+                self._finish(job, SUCCEEDED)
         except Cancelled as exc:
-            job.error = str(exc) or "cancelled"
+            job.error = self._public(job, str(exc)) or "cancelled"
             self._finish(job, CANCELLED)
         except CiteqaError as exc:
-            job.error = f"{type(exc).__name__}: {exc}"
+            job.error = self._public(job, f"{type(exc).__name__}: {exc}")
             self._finish(job, FAILED)
         except Exception as exc:
             log.exception("job %s crashed", job.id)
-            job.error = f"{type(exc).__name__}: {exc}"
+            job.error = self._public(job, f"{type(exc).__name__}: {exc}")
             self._finish(job, FAILED)
+        finally:
+            job.password = None  # not kept in memory longer than the job needs it
+
+    def _public(self, job: Job, text: str) -> str:
+        """`text` naming the job's files by their names, not their server paths (nor any under CITEQA_HOME)."""
+        for path in sorted(job.paths, key=len, reverse=True):
+            name = Path(path).name
+            for form in sorted({path, str(Path(path).resolve())}, key=len, reverse=True):
+                text = text.replace(form, name)
+        return self.state.redact(text)
+
+    def _public_summary(self, job: Job, summary: dict[str, Any]) -> dict[str, Any]:
+        """The pipeline's summary with each failure's `path` and `error` naming the file."""
+        summary["failed"] = [
+            {"path": self._public(job, str(f.get("path", ""))), "error": self._public(job, str(f.get("error", "")))}
+            for f in summary.get("failed", [])
+        ]
+        return summary
 
     def _finish(self, job: Job, state: str) -> None:
         job.state = state
         job.finished_at = time.time()
-        if state == SUCCEEDED:
+        if state == SUCCEEDED or (state == FAILED and job.summary is not None):  # every file was processed
             job.progress = {**job.progress, "ratio": 1.0}
         self.state.metrics.jobs.labels(state).inc()
         if state == SUCCEEDED:

@@ -85,7 +85,7 @@ class ObserveMiddleware:
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_template(scope)
             method = scope.get("method", "")
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(method, route).observe(elapsed)
@@ -146,6 +146,24 @@ class TimeoutMiddleware:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
             })
             await send({"type": "http.response.body", "body": body})
+
+
+def route_template(scope: Scope) -> str:
+    """The route a request matched, as its template (bounded label values), or "unmatched".
+
+    FastAPI's own routes put themselves in the scope; plain Starlette routes and mounts
+    (/openapi.json, /static, /docs/assets, /mcp) leave only their endpoint, so the route is found by it.
+    """
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return str(route.path)
+    endpoint = scope.get("endpoint")
+    app = scope.get("app")
+    if endpoint is not None and app is not None:
+        for candidate in getattr(getattr(app, "router", None), "routes", ()):
+            if getattr(candidate, "endpoint", None) is endpoint or getattr(candidate, "app", None) is endpoint:
+                return str(getattr(candidate, "path", "")) or "unmatched"
+    return "unmatched"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -74,7 +74,11 @@ class DocumentOut(Open):
     id: str = Field(examples=["3f9a2c1e0b7d"])
     name: str = Field(description="Display name (the file name).", examples=["annual-report-2023.pdf"])
     title: str = Field("", examples=["Annual Report 2023"])
-    source: str = Field(description="The path the document was ingested from.", examples=["indexes/finance/files/annual-report-2023.pdf"])
+    source: str = Field(
+        description="The file the document was ingested from: relative to the server's CITEQA_HOME for uploads, "
+        "else just its name (server paths are never shown).",
+        examples=["finance/files/annual-report-2023.pdf"],
+    )
     sha256: str = ""
     pages: int = Field(0, examples=[148])
     chunks: int = Field(0, examples=[512])
@@ -93,14 +97,20 @@ class JobOut(Open):
     kind: str = Field(examples=["ingest"])
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"] = Field(examples=["running"])
     files: list[str] = Field(examples=[["report.pdf"]])
+    files_failed: int = Field(
+        0, description="Files that could not be ingested (see summary.failed). A job where every file failed is "
+        "`failed`; one where some did is `succeeded` with this count above 0.", examples=[0],
+    )
     progress: dict[str, Any] = Field(
-        description="What the ingestion pipeline reports; `ratio` is the share done (0..1).",
-        examples=[{"files_total": 2, "files_done": 1, "ratio": 0.5}],
+        description="What the ingestion pipeline reports (files, pages and chunks done); `ratio` is the share "
+        "done (0..1), which moves while a file is being embedded, not only when it is finished.",
+        examples=[{"files_total": 2, "files_done": 1, "pages": 12, "chunks": 40, "ratio": 0.5}],
     )
     summary: dict[str, Any] | None = Field(
-        None, description="When finished: {added, updated, skipped, failed: [{path, error}], chunks, seconds}.",
+        None, description="When finished: {added, updated, skipped, failed: [{path, error}], chunks, seconds}; "
+        "a failure's `path` is the file's name.",
     )
-    error: str | None = None
+    error: str | None = Field(None, description="Why the job failed (for a failed job: the files' errors).")
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import CiteqaError, ModelNotAvailable
+from rag.errors import CiteqaError, KnowledgeBaseNotFound, ModelNotAvailable
 from rag.protocols import Embedder, Generator, Retriever, Store
 from rag.settings import Settings
 from server.llm_queue import QueuedGenerator
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("citeqa.server")
 
 RETRY_LLM_S = 30.0
+
+
+def kb_not_found(kb: str) -> KnowledgeBaseNotFound:
+    """The server's "no such KB" error: it names no other knowledge base (a key may be scoped elsewhere)."""
+    return KnowledgeBaseNotFound(f"knowledge base {kb!r} not found (GET /v1/kbs lists the knowledge bases you can use)")
 
 
 class AppState:
@@ -190,7 +195,10 @@ class AppState:
         with self._lock:
             store = self._stores.get(kb)
             if store is None:
-                store = open_kb(self.settings, kb, embedder, create=create)
+                try:
+                    store = open_kb(self.settings, kb, embedder, create=create)
+                except KnowledgeBaseNotFound:  # the library's message lists every KB and the home folder
+                    raise kb_not_found(kb) from None
                 self._stores[kb] = store
             return store
 
@@ -240,8 +248,35 @@ class AppState:
         if self.jobs is not None:
             self.jobs.cancel_kb(kb)
         self.forget(kb)
-        remove_kb(self.settings, kb)
+        try:
+            remove_kb(self.settings, kb)
+        except KnowledgeBaseNotFound:
+            raise kb_not_found(kb) from None
         shutil.rmtree(self.files_dir(kb), ignore_errors=True)
+
+    # --- what clients may see ----------------------------------------------------------------------
+    def _private_roots(self) -> list[str]:
+        home = Path(self.settings.paths.home)
+        roots = {str(home.absolute()), str(home.resolve())}
+        return sorted((r for r in roots if len(r) > 1), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        """`text` without the server's own folders: a path under CITEQA_HOME becomes relative to it."""
+        for root in self._private_roots():
+            text = text.replace(root + os.sep, "").replace(root, "CITEQA_HOME")
+        return text
+
+    def public_path(self, path: str) -> str:
+        """How an API response names a server file: relative to CITEQA_HOME (`kb/files/x.pdf`), else its name."""
+        if not path:
+            return path
+        candidate = Path(path)
+        for root in self._private_roots():
+            try:
+                return candidate.absolute().relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return candidate.name
 
     def ensure_jobs(self) -> JobManager:
         with self._lock:

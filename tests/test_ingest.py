@@ -15,6 +15,7 @@ import pytest
 from pdfgen import make_encrypted_pdf, make_pdf
 
 import ingest.parsers
+import ingest.progress
 from ingest import pipeline
 from ingest.discover import discover, is_hidden_or_temp
 from ingest.pipeline import IngestProgress, IngestSummary, ingest_paths
@@ -330,3 +331,49 @@ def test_real_embedder_ingest_and_search(tmp_path: Path, settings: Settings) -> 
         assert page[hits[0].chunk.char_start : hits[0].chunk.char_end] == hits[0].chunk.text
     finally:
         store.close()
+
+
+def test_symlink_out_of_an_ingested_folder_is_skipped(tmp_path: Path, kb, fake_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 17): a link in a shared folder could make citeqa read (and index) any file."""
+    store, embedder = kb
+    secret = tmp_path / "private" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("The root password is hunter2.", encoding="utf-8")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("Meeting notes about revenue.", encoding="utf-8")
+    (folder / "leak.txt").symlink_to(secret)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "again.txt").symlink_to(folder / "notes.txt")  # inside the folder: fine (same file)
+
+    found, errors = discover([folder], {".txt"})
+    assert [f.path.name for f in found] == ["notes.txt"]
+    [(path, error)] = errors
+    assert path == str(folder / "leak.txt")
+    assert "symbolic link" in error and "outside the folder" in error and "\n" not in error
+    assert str(secret) not in error  # the target is not revealed
+
+    summary = ingest_paths([folder], store, embedder, fake_settings, workers=1)
+    assert [Path(p).name for p in summary.added] == ["notes.txt"]
+    assert [Path(p).name for p, _ in summary.failed] == ["leak.txt"]
+    assert all("hunter2" not in c.text for d in store.list_documents() for c in store.get_chunks([f"{d.id}-00000"]))
+
+    explicit = ingest_paths([folder / "leak.txt"], store, embedder, fake_settings, workers=1)  # named: read
+    assert [Path(p).name for p in explicit.added] == ["secret.txt"] and not explicit.failed
+
+
+def test_progress_and_table_escape_control_characters_in_names() -> None:
+    """Regression (issue 17): escape codes in a file name reached the terminal raw (plain lines and rich)."""
+    evil = "/d/\x1b]0;owned\x07[bold]x\x1b[2J.pdf"
+    line = ingest.progress.progress_line(IngestProgress(2, 1, 3, 4, 1.0, 1.0, 1.0, "ingesting", current=evil))
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b]0;owned\\x07" in line
+    summary = IngestSummary(added=[evil], failed=[(evil + "2", f"{evil}2: not a PDF (starts with '\x1b[31m')")], seconds=1.0)
+    plain = format_summary(summary)
+    assert "\x1b" not in plain and "\x07" not in plain and "\\x1b[2J.pdf" in plain
+    out = io.StringIO()
+    render = ProgressRenderer(stream=out, interactive=True)
+    render.update(IngestProgress(2, 1, 3, 4, 1.0, 1.0, 1.0, "ingesting", current=evil))
+    render.finish(summary)
+    text = out.getvalue()
+    assert "\x07" not in text and "\x1b]0;" not in text and "\x1b[2J" not in text
+    assert "[bold]x" in text  # a '[' in a name is text, not rich markup

@@ -159,3 +159,67 @@ def test_broken_docx_and_epub(tmp_path: Path) -> None:
     binary.write_bytes(b"abc\x00\x01\x02" * 50)
     with pytest.raises(CorruptDocument, match="binary content"):
         parse_file(binary, IngestSettings())
+
+
+# --- magic bytes win over the extension (issue 17, item 6) ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["report.txt", "notes.md", "page.html", "letter.docx", "book.epub"])
+def test_pdf_under_another_extension_is_parsed_as_pdf(tmp_path: Path, name: str) -> None:
+    data = make_pdf(tmp_path / "ok.pdf", PAGES).read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data)
+    doc = parse_file(path, IngestSettings())
+    assert doc.metadata["format"] == "pdf"
+    assert [p.text for p in doc.pages] == PAGES
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "what"),
+    [
+        ("photo.txt", b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" * 20, "a PNG image"),
+        ("archive.md", b"PK\x03\x04" + b"word/document.xml" * 20, "a ZIP archive"),
+        ("page.html", bytes(range(1, 32)) * 20, "starts with"),
+    ],
+)
+def test_binary_content_under_a_text_extension_is_refused(tmp_path: Path, name: str, data: bytes, what: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(CorruptDocument, match=rf"binary content in a \{path.suffix} file \({what}") as info:
+        parse_file(path, IngestSettings())
+    assert_one_line(info.value, path)
+
+
+def test_text_that_mentions_the_pdf_header_stays_text(tmp_path: Path) -> None:
+    path = tmp_path / "howto.txt"
+    path.write_text("A PDF file begins with the bytes %PDF-1.7 and ends with %%EOF.\n", encoding="utf-8")
+    assert parse_file(path, IngestSettings()).metadata["format"] == "text"
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("\ufeff年度报告：营业收入增长。".encode("utf-16-le"))
+    assert "营业收入" in parse_file(utf16, IngestSettings()).pages[0].text
+
+
+# --- a truncated PDF says so (issue 17, item 6) ------------------------------------------------------
+
+
+def test_truncated_pdf_is_not_reported_as_having_no_pages(tmp_path: Path) -> None:
+    # With object streams the page tree sits near the end: most cuts leave MuPDF a "repaired" file with
+    # zero pages (once reported as "PDF has no pages") or one whose page count raises.
+    doc = pymupdf.open()
+    for i in range(10):
+        doc.new_page().insert_text((72, 72), f"Page {i} text about revenue and profit " * 3)
+    full = tmp_path / "full.pdf"
+    doc.save(str(full), garbage=4, deflate=True, use_objstms=1)
+    doc.close()
+    data = full.read_bytes()
+    refused = 0
+    for tenth in range(1, 9):
+        cut = tmp_path / f"cut{tenth}.pdf"
+        cut.write_bytes(data[: len(data) * tenth // 10])
+        try:
+            parse_file(cut, IngestSettings())
+        except CorruptDocument as exc:
+            assert "truncated" in str(exc)
+            assert_one_line(exc, cut)
+            refused += 1
+    assert refused >= 6

@@ -354,7 +354,8 @@ def test_reingest_cancel_and_delete(world: dict[str, Any], tmp_path: Path) -> No
     victim = client.get("/v1/kbs/scratch/documents").json()["documents"][0]
     assert client.delete(f"/v1/kbs/scratch/documents/{victim['id']}").json() == {"deleted": victim["id"]}
     assert client.get(f"/v1/kbs/scratch/documents/{victim['id']}").status_code == 404
-    assert not Path(victim["source"]).exists()  # our upload copy goes with it
+    assert victim["source"].startswith("scratch/files/")  # relative to CITEQA_HOME: no server path
+    assert not (Path(world["settings"].paths.home) / victim["source"]).exists()  # our upload copy goes with it
     assert client.delete("/v1/kbs/scratch").status_code == 200
     assert not (Path(world["settings"].paths.home) / "scratch").exists()
 

@@ -431,3 +431,32 @@ def test_second_handle_sees_writes_of_the_first(
         and reader.stats()["chunks"] == 0
     )
     reader.close()
+
+
+def test_kb_folder_and_files_are_private_whatever_the_umask(fake_settings: Settings, fake) -> None:
+    """Regression (issue 17): a KB was 0755/0644, so every account on the machine could read its text."""
+    import os
+    import stat
+
+    home = Path(fake_settings.paths.home)
+    (home / "kb2").mkdir(parents=True)  # e.g. made by an upload before the KB existed
+    (home / "kb2").chmod(0o755)
+    folder = home / "kb2"
+
+    def modes() -> dict[str, int]:
+        return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+
+    old = os.umask(0o022)
+    try:
+        s = open_kb(fake_settings, "kb2", fake, create=True)
+        add(s, fake, "/data/apple.pdf", EN)
+        while_open = modes()  # the SQLite WAL files exist only while it is open
+        s.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    after = modes()
+    assert {"kb.sqlite-wal", "manifest.json", "kb.sqlite"} <= set(while_open), while_open
+    assert any(n.endswith(".faiss") for n in after), after
+    for name, mode in {**while_open, **after}.items():
+        assert mode == 0o600, (name, oct(mode))

@@ -11,8 +11,8 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.parsers.files import check_size, read_head, sniff
-from rag.errors import UnsupportedFormat
+from ingest.parsers.files import binary_kind, check_size, read_head, sniff, starts_as_pdf
+from rag.errors import CorruptDocument, UnsupportedFormat
 from rag.records import ParsedDocument
 from rag.registry import Registry
 from rag.settings import IngestSettings
@@ -45,6 +45,8 @@ _BUILTIN = {
     ".docx": ("ingest.parsers.docx", "parse_docx"),
     ".epub": ("ingest.parsers.epub", "parse_epub"),
 }
+# Extensions whose parser reads the bytes as text: binary content under them is refused up front.
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
 
 
 def _factory(module: str, function: str) -> Callable[..., FormatParser]:
@@ -66,14 +68,24 @@ def supported_extensions() -> set[str]:
 def parse_file(path: Path, settings: IngestSettings, password: str | None = None) -> ParsedDocument:
     """Parse one file into a ParsedDocument (sha256 of its bytes, 1-based pages, cleaned text).
 
-    The extension picks the parser; a file whose first bytes say PDF is parsed as a PDF whatever its
-    name, and a file named .pdf that is not one gets a CorruptDocument error, not a crash.
+    The extension picks the parser, but magic bytes win over it: a file that starts with `%PDF-` is
+    parsed as a PDF whatever its name (without a known extension, `%PDF-` anywhere in the first 1024
+    bytes will do, as the PDF spec allows), and binary data under a text extension (.txt, .md, .html)
+    gets a CorruptDocument line instead of being indexed as garbage. A file named .pdf that is not
+    one gets a CorruptDocument error, not a crash.
     """
     path = Path(path)
     ext = path.suffix.lower()
     check_size(path, settings)
-    if ext not in PARSERS and sniff(read_head(path)) == "pdf":
+    head = read_head(path)
+    if ext not in PARSERS and sniff(head) == "pdf":
         ext = ".pdf"
+    elif ext != ".pdf" and starts_as_pdf(head):
+        ext = ".pdf"
+    elif ext in TEXT_EXTENSIONS and (what := binary_kind(head)) is not None:
+        raise CorruptDocument(
+            str(path), f"binary content in a {ext} file ({what}); give it the extension of its real type"
+        )
     if ext not in PARSERS:
         raise UnsupportedFormat(
             str(path),

@@ -46,6 +46,43 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def starts_as_pdf(head: bytes) -> bool:
+    """The PDF header at the very start (after whitespace): strict enough to overrule a file's extension."""
+    return head.lstrip(b" \t\r\n\x00\xef\xbb\xbf").startswith(PDF_MAGIC)
+
+
+# Formats that turn up under a text extension (a download or an attachment renamed .txt).
+_BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (ZIP_MAGIC, "a ZIP archive (e.g. .docx, .epub, .xlsx)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office file (.doc/.xls)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x7fELF", "a program (ELF)"),
+)
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\x1b")
+
+
+def binary_kind(head: bytes) -> str | None:
+    """Why a file's first bytes cannot be text ('a PNG image', "starts with '...'"); None when they can be.
+
+    UTF-16 text (with its BOM) holds NUL bytes and is text; otherwise NUL bytes, or more than 10% of
+    control characters, mean binary data in any encoding decode_text would try.
+    """
+    for magic, what in _BINARY_MAGIC:
+        if head.startswith(magic):
+            return what
+    if not head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    controls = sum(1 for b in head if (b < 0x20 and b not in _TEXT_CONTROLS) or b == 0x7F)
+    if b"\x00" in head or controls > len(head) // 10:
+        return f"starts with {describe_head(head)!r}"
+    return None
+
+
 def describe_head(head: bytes) -> str:
     """A short printable picture of a file's first bytes, for error messages."""
     shown = head[:16]

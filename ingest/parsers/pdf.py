@@ -110,14 +110,31 @@ def open_pdf(path: Path, settings: IngestSettings, password: str | None = None) 
         if not doc.authenticate(password):
             doc.close()
             raise EncryptedDocument(str(path), "encrypted PDF; the password given is wrong")
-    if doc.page_count == 0:
+    try:
+        count = doc.page_count  # MuPDF counts the page tree here: a cut-off one raises
+    except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
         doc.close()
+        raise CorruptDocument(str(path), f"damaged or truncated PDF ({_short(exc)})") from exc
+    if count == 0:
+        doc.close()
+        # A file cut off before its page tree is "repaired" by MuPDF into zero pages: say what happened.
+        if not _ends_with_eof(path):
+            raise CorruptDocument(str(path), "truncated PDF: the file ends before its %%EOF marker and no page survives")
         raise EmptyDocument(str(path), "PDF has no pages")
-    if doc.page_count > settings.max_pages:
-        count = doc.page_count
+    if count > settings.max_pages:
         doc.close()
         raise DocumentTooLarge(str(path), f"{count} pages, over the limit of {settings.max_pages} (ingest.max_pages)")
     return doc
+
+
+def _ends_with_eof(path: Path, tail: int = 1024) -> bool:
+    """Whether the last bytes hold %%EOF (viewers accept it anywhere in the final 1024 bytes)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - tail))
+            return b"%%EOF" in fh.read(tail)
+    except OSError:
+        return False
 
 
 def _short(exc: BaseException) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.store.private import FILE_MODE
+
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 96
@@ -213,6 +215,7 @@ class DenseIndex:
         path = folder / f"dense.{generation}.{self.kind}.faiss"
         tmp = folder / f".dense.{os.getpid()}.tmp"
         faiss.write_index(self.index, str(tmp))
+        os.chmod(tmp, FILE_MODE)  # faiss creates it with the umask's mode; the index is the KB's data
         os.replace(tmp, path)
         for other in folder.glob("dense.*.faiss"):
             if other != path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import ConfigError, EmbedderMismatch, KnowledgeBaseError
+from rag.store.private import write_private_text
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -96,10 +97,5 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     """Write atomically (temp file + os.replace) so a crash never leaves half a manifest."""
     path = folder / MANIFEST_NAME
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    write_private_text(tmp, json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")  # 0600, fsynced
     os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """The embedded default store: SQLite (source of truth) + a derived FAISS index + FTS5 keyword index.
 
-Layout of CITEQA_HOME/NAME/: `manifest.json`, `kb.sqlite` (+ WAL files), `dense.<gen>.<kind>.faiss`.
+Layout of CITEQA_HOME/NAME/ (folder 0700, files 0600: see rag/store/private.py): `manifest.json`,
+`kb.sqlite` (+ WAL files), `dense.<gen>.<kind>.faiss`.
 
 Consistency: every add/replace/remove is one SQLite transaction that also bumps `meta.generation`
 (the version of the chunk set) and updates the FTS5 index through triggers, so a kill -9 leaves
@@ -35,6 +36,7 @@ from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument, display_name
 from rag.settings import Settings
 from rag.store import chunk_text_hash
 from rag.store.dense_index import DenseIndex
+from rag.store.private import make_private_dir, touch_private
 from rag.store.keyword_fts import (
     DocFrequencies,
     index_text,
@@ -850,7 +852,8 @@ class SqliteFaissBackend:
                 name, "faiss", embedder_id, dim, settings.chunking.model_dump(),
                 {"kind": "flat", "hnsw_threshold": threshold},
             )
-            folder.mkdir(parents=True, exist_ok=True)
+            make_private_dir(folder)  # 0700: the KB holds the full text of its documents
+            touch_private(folder / DB_NAME)  # 0600 before SQLite creates it (its WAL files copy the mode)
             connect(str(folder / DB_NAME)).close()
             write_manifest(
                 folder, manifest

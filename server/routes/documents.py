@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,7 +31,10 @@ UPLOAD_BODY = {
                     "properties": {
                         "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                                   "description": "One or many files (pdf, txt, md, html, docx, epub)."},
-                        "create": {"type": "boolean", "description": "Create the knowledge base if it is missing."},
+                        "create": {"type": "boolean", "description": "Create the knowledge base if it is missing "
+                                   "(also accepted as the query parameter `?create=true`)."},
+                        "password": {"type": "string", "format": "password",
+                                     "description": "Password of the encrypted PDFs in this upload (not stored)."},
                     },
                 }
             }
@@ -48,20 +51,24 @@ def original_file(info: DocumentInfo) -> Path | None:
     return None
 
 
-def document_out(info: DocumentInfo) -> dict[str, Any]:
+def document_out(info: DocumentInfo, state: AppState) -> dict[str, Any]:
+    """A document as the API shows it: its files named relative to CITEQA_HOME, never by server path."""
     original = original_file(info)
     return {
         "id": info.id,
         "name": Path(info.source).name or info.title,
         "title": info.title,
-        "source": info.source,
+        "source": state.public_path(info.source),
         "sha256": info.sha256,
         "pages": info.pages,
         "chunks": info.chunks,
         "added_at": info.added_at,
-        "paths": list(info.paths),
+        "paths": [state.public_path(p) for p in info.paths],
         "has_original": original is not None and original.suffix.lower() == ".pdf",
     }
+
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
 def _save_all(state: AppState, kb: str, uploads: list[tuple[UploadFile, str]], limit: int) -> list[SavedFile]:
@@ -83,9 +90,24 @@ def _save_all(state: AppState, kb: str, uploads: list[tuple[UploadFile, str]], l
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadResponse,
     summary="Upload files; a background job ingests them (poll GET /v1/jobs/{id})",
+    description=(
+        "A `multipart/form-data` body with one or more `files` parts (`file` is accepted too).\n\n"
+        "* `create`: create the knowledge base if it is missing. Accepted as the query parameter "
+        "`?create=true` or as a form field `create=true` (`1`, `yes`, `on` work too); either one is enough.\n"
+        "* `password` (form field only, so it stays out of URLs and access logs): opens the encrypted PDFs "
+        "of this upload; it is handed to the parser and not stored.\n\n"
+        "The job reports `failed` when no file could be ingested; otherwise `succeeded`, with "
+        "`files_failed` and `summary.failed` naming the files that could not be ingested."
+    ),
     openapi_extra=UPLOAD_BODY,
 )
-async def upload(kb: str, request: Request) -> dict[str, Any]:
+async def upload(
+    kb: str,
+    request: Request,
+    create: Annotated[
+        bool, Query(description="Create the knowledge base if it is missing (same as the form field `create`).")
+    ] = False,
+) -> dict[str, Any]:
     from ingest.parsers import supported_extensions
 
     state: AppState = get_state(request)
@@ -107,7 +129,10 @@ async def upload(kb: str, request: Request) -> dict[str, Any]:
         files = [f for f in form.getlist("files") + form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
             raise InvalidRequest("no files in the upload: send multipart/form-data with one or more 'files' parts")
-        create = str(form.get("create", "")).lower() in {"1", "true", "yes", "on"}
+        create = create or str(form.get("create", "")).lower() in TRUE_WORDS
+        password = form.get("password")
+        if password is not None and not isinstance(password, str):
+            raise InvalidRequest("password: send it as a plain form field, not as a file")
         kb = kb_name(state, kb) if create else await run_in_threadpool(existing_kb, state, kb)
         allowed = supported_extensions()
         checked: list[tuple[UploadFile, str]] = []
@@ -122,7 +147,7 @@ async def upload(kb: str, request: Request) -> dict[str, Any]:
         saved = await run_in_threadpool(_save_all, state, kb, checked, max_bytes)
     finally:
         await form.close()
-    job = get_jobs(request).submit(kb, [s.path for s in saved])
+    job = get_jobs(request).submit(kb, [s.path for s in saved], password=password or None)
     return {
         "job": job.to_dict(),
         "files": [{"original": s.original, "name": s.name, "bytes": s.bytes} for s in saved],
@@ -133,12 +158,12 @@ async def upload(kb: str, request: Request) -> dict[str, Any]:
 def list_documents(kb: str, state: StateDep) -> dict[str, Any]:
     kb = existing_kb(state, kb)
     docs = sorted(state.store(kb).list_documents(), key=lambda d: d.added_at, reverse=True)
-    return {"kb": kb, "documents": [document_out(d) for d in docs]}
+    return {"kb": kb, "documents": [document_out(d, state) for d in docs]}
 
 
 @router.get("/{doc_id}", response_model=DocumentOut, summary="One document")
 def get_document(kb: str, doc_id: str, state: StateDep) -> dict[str, Any]:
-    return document_out(state.store(existing_kb(state, kb)).get_document(doc_id))
+    return document_out(state.store(existing_kb(state, kb)).get_document(doc_id), state)
 
 
 @router.delete("/{doc_id}", summary="Remove a document (and its uploaded file)")
@@ -169,7 +194,8 @@ def reingest(
     info = store.get_document(doc_id)
     original = original_file(info)
     if original is None:
-        raise DocumentNotFound(f"document {doc_id} ({info.source}): the original file is gone, upload it again")
+        name = Path(info.source).name or info.title
+        raise DocumentNotFound(f"document {doc_id} ({name}): the original file is gone, upload it again")
 
     def drop_old_version() -> None:
         # Unchanged content would be skipped by the incremental pipeline; re-ingesting means starting over.

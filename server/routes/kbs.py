@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, status
 
-from rag.errors import ConfigError, EmbedderMismatch, KnowledgeBaseExists
+from rag.errors import ConfigError, KnowledgeBaseError, KnowledgeBaseExists, KnowledgeBaseNotFound
 from server.auth import require_api_key
 from server.deps import StateDep, existing_kb, kb_name
 from server.schemas import ERRORS, KBCreate, KBList, KBStats
@@ -15,9 +15,18 @@ from server.state import AppState
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
+# Store stats that name server locations: never sent to clients (a remote URL, already redacted, stays).
+PRIVATE_STATS = ("path", "folder", "dir")
+
+
 def kb_stats(state: AppState, kb: str) -> dict[str, Any]:
     stats = dict(state.store(kb).stats())
     stats.pop("name", None)
+    for key in PRIVATE_STATS:
+        stats.pop(key, None)
+    uri = stats.get("uri")
+    if isinstance(uri, str) and "://" not in uri:  # Milvus Lite: a local database file
+        stats.pop("uri")
     return {"name": kb, **stats}
 
 
@@ -40,8 +49,10 @@ def list_all(state: StateDep) -> dict[str, Any]:
     for kb in list_kbs(state.settings):
         try:
             kbs.append(kb_stats(state, kb))
-        except (EmbedderMismatch, ConfigError) as exc:  # one unusable KB must not hide the others
-            kbs.append({"name": kb, "error": f"{type(exc).__name__}: {exc}"})
+        except KnowledgeBaseNotFound:  # removed since it was listed
+            continue
+        except (KnowledgeBaseError, ConfigError) as exc:  # one unusable KB (other embedder, bad manifest) must not hide the others
+            kbs.append({"name": kb, "error": state.redact(f"{type(exc).__name__}: {exc}")})
     return {"kbs": kbs, "default": state.settings.paths.default_kb}
 
 
