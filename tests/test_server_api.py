@@ -16,6 +16,7 @@ from typing import Any
 import pymupdf
 import pytest
 from fastapi.testclient import TestClient
+from apihelp import wait_job
 from pdfgen import make_pdf
 
 from rag.settings import Settings, load_settings
@@ -26,15 +27,6 @@ EN_PAGE = (
     "The company employs 300 people in Suzhou and Berlin."
 )
 ZH_PAGE = "星河能源公司2024年营业收入为十亿元。\n\n公司共有员工八百人。"
-
-
-def wait_job(client: TestClient, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in {"succeeded", "failed", "cancelled"} or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from apihelp import wait_job
 from conftest import FakeEmbedder
 from fastapi.testclient import TestClient
 from pdfgen import make_encrypted_pdf, make_pdf
@@ -40,15 +41,6 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
     return load_settings(
         overrides={"paths.home": home, "embedder.name": "fake", "llm.name": "smollm2-135m", **overrides}
     )
-
-
-def wait_job(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in {"succeeded", "failed", "cancelled"} or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
 
 
 def upload(client: TestClient, kb: str, files: list[tuple[str, bytes]], **form: str) -> dict[str, Any]:
