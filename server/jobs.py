@@ -298,10 +298,13 @@ class JobManager:
         return self.state.redact(text)
 
     def _public_summary(self, job: Job, summary: dict[str, Any]) -> dict[str, Any]:
-        """The pipeline's summary with each failure's `path` and `error` naming the file."""
+        """The pipeline's summary with each failure's `path` and `error` naming the file, failures in the
+        order the files were given (parallel parsers finish in any order; "the first" must be stable)."""
+        order = {str(path): i for i, path in enumerate(job.paths)}
+        failed = sorted(summary.get("failed", []), key=lambda f: order.get(str(f.get("path", "")), len(order)))
         summary["failed"] = [
             {"path": self._public(job, str(f.get("path", ""))), "error": self._public(job, str(f.get("error", "")))}
-            for f in summary.get("failed", [])
+            for f in failed
         ]
         return summary
 
