@@ -11,10 +11,31 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from rag.commands.answering import (
+    cmd_ask,
+    cmd_chat,
+    cmd_eval,
+    cmd_mcp,
+    cmd_models_list,
+    cmd_models_prepare,
+    cmd_serve,
+)
+from rag.commands.documents import (
+    cmd_docs_list,
+    cmd_docs_remove,
+    cmd_ingest,
+    cmd_kb_export,
+    cmd_kb_help,
+    cmd_kb_import,
+    cmd_kb_list,
+    cmd_kb_migrate,
+    cmd_kb_remove,
+    cmd_kb_stats,
+    cmd_search,
+)
 from rag.errors import CiteqaError, ConfigError
 from rag.settings import Settings, apply_offline_defaults, load_settings
 
@@ -207,355 +228,6 @@ def _parse_value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
-
-
-# --------------------------------------------------------------------------- shared helpers
-def _kb_name(args: argparse.Namespace, settings: Settings) -> str:
-    return getattr(args, "kb", None) or settings.paths.default_kb
-
-
-def _print_json(data: Any, out: TextIO | None = None) -> None:
-    # sys.stdout looked up per call, not bound at import: tests and callers may redirect it later.
-    (out or sys.stdout).write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
-def _open(settings: Settings, name: str, *, create: bool = False):  # type: ignore[no-untyped-def]
-    """Open a knowledge base with the configured embedder (the manifest check refuses a mismatch)."""
-    from rag.embedders import make_embedder
-    from rag.kb import open_kb
-
-    embedder = make_embedder(settings.embedder)
-    return open_kb(settings, name, embedder, create=create), embedder
-
-
-# --------------------------------------------------------------------------- commands
-def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.pipeline import ingest_paths
-    from ingest.progress import ProgressRenderer
-    from rag.terminal import safe_text
-
-    paths = [Path(p) for p in args.paths]
-    # A missing path fails alone (one line in the summary, from discovery) and the batch goes on;
-    # only when nothing given exists is there no batch, and no knowledge base is created for it.
-    if not any(p.expanduser().exists() for p in paths):
-        raise ConfigError(f"no such file or folder: {', '.join(safe_text(str(p)) for p in paths)}")
-    store, embedder = _open(settings, _kb_name(args, settings), create=True)
-    renderer = ProgressRenderer(stream=sys.stderr)
-    try:
-        summary = ingest_paths(
-            paths,
-            store,
-            embedder,
-            settings,
-            workers=args.workers,
-            glob=args.glob,
-            prune=args.prune,
-            password=args.password,
-            on_progress=renderer.update,
-        )
-    finally:
-        store.close()
-    renderer.finish(summary)
-    if args.json:
-        _print_json(summary.to_json())
-    return 3 if args.strict and summary.to_json()["failed"] else 0
-
-
-def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.protocols import SearchFilter
-    from rag.retrieval import hit_to_dict, make_retriever
-
-    store, embedder = _open(settings, _kb_name(args, settings))
-    try:
-        retriever = make_retriever(store, embedder, settings.retrieval)
-        result = retriever.retrieve(args.question, args.k, SearchFilter(doc_ids=args.doc) if args.doc else None)
-    finally:
-        store.close()
-    rows = [hit_to_dict(h) for h in result.hits]
-    if args.json:
-        _print_json(rows)
-        return 0
-    if result.no_evidence:
-        print("(no chunk passes the relevance floor; the closest ones follow)")
-    for i, row in enumerate(rows, 1):
-        text = " ".join(str(row["text"]).split())
-        print(f"{i}. {row['doc']} · p.{row['page']} · score {row['score']:.3f}\n   {text[:300]}")
-    if not rows:
-        print("no results")
-    return 0
-
-
-def _progress_to_stderr() -> None:
-    """Waits longer than a second say what they are (preparing or loading a model): the library logs
-    them on the `citeqa` logger; interactive commands print them (`serve` has its own log format)."""
-    import logging
-
-    logger = logging.getLogger("citeqa")
-    if not any(getattr(h, "_citeqa_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("citeqa: %(message)s"))
-        handler._citeqa_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
-def _make_pipeline(settings: Settings, kb: str):  # type: ignore[no-untyped-def]
-    from rag.llm import make_generator
-    from rag.pipeline import QAPipeline
-
-    _progress_to_stderr()
-    store, embedder = _open(settings, kb)
-    return QAPipeline(store, embedder, make_generator(settings), settings), store
-
-
-def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.pipeline import answer_to_dict
-    from rag.protocols import SearchFilter
-
-    pipeline, store = _make_pipeline(settings, _kb_name(args, settings))
-    flt = SearchFilter(doc_ids=args.doc) if args.doc else None
-    try:
-        if args.json:
-            answer = pipeline.ask(args.question, flt=flt)
-            _print_json(answer_to_dict(answer))
-            return 0
-        from rag.display import AnswerPrinter
-
-        printer = AnswerPrinter(sys.stdout)
-        for item in pipeline.ask_stream(args.question, flt=flt, events=True):
-            printer.feed(item)
-        if printer.answer is None:  # pragma: no cover - the pipeline always ends with an Answer
-            return 1
-    finally:
-        store.close()
-    return 0
-
-
-def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.chat import run_chat
-
-    _progress_to_stderr()
-    return run_chat(settings, _kb_name(args, settings), stdin=sys.stdin, stdout=sys.stdout)
-
-
-def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.eval import eval_markdown, run_eval
-
-    if not args.questions.is_file():
-        raise ConfigError(f"questions file {args.questions} does not exist")
-    kwargs: dict[str, Any] = {"answers": args.answers}
-    if args.limit is not None:
-        kwargs["limit"] = args.limit
-    result = run_eval(settings, _kb_name(args, settings), args.questions, **kwargs)
-    markdown = eval_markdown(result)
-    if args.report is not None:
-        args.report.write_text(markdown, encoding="utf-8")
-    if args.json:
-        _print_json(result)
-    else:
-        print(markdown)
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from server.app import serve
-
-    if args.host is not None:
-        settings.server.host = args.host
-    if args.port is not None:
-        settings.server.port = args.port
-    serve(settings)
-    return 0
-
-
-def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
-    from server.mcp import run_stdio
-
-    run_stdio(settings)
-    return 0
-
-
-def cmd_kb_help(args: argparse.Namespace, settings: Settings) -> int:  # pragma: no cover - argparse requires an action
-    return 2
-
-
-def cmd_kb_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.kb import list_kbs
-
-    names = list_kbs(settings)
-    if args.json:
-        _print_json(names)
-    else:
-        print("\n".join(names) if names else f"no knowledge bases under {settings.paths.home}")
-    return 0
-
-
-def cmd_kb_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.kb import open_kb
-
-    store = open_kb(settings, args.name)  # no embedder needed to read stats
-    try:
-        stats = store.stats()
-    finally:
-        store.close()
-    if args.json:
-        _print_json(stats)
-    else:
-        for key, value in stats.items():
-            print(f"{key:>14}: {value}")
-    return 0
-
-
-def cmd_kb_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.errors import InvalidRequest
-    from rag.kb import kb_exists, remove_kb
-
-    if not args.yes and kb_exists(settings, args.name):  # a missing or invalid name: remove_kb's own error
-        # Deleting cannot be undone: ask a person; a script must say --yes rather than delete by default.
-        if sys.stdin is None or not sys.stdin.isatty():
-            raise InvalidRequest(
-                f"kb remove {args.name}: not deleting without confirmation; stdin is not a terminal, pass --yes"
-            )
-        sys.stderr.write(f"Delete knowledge base {args.name!r} and everything in it? This cannot be undone. [y/N] ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() not in {"y", "yes"}:
-            print(f"citeqa: kept knowledge base {args.name}", file=sys.stderr)
-            return 1
-    remove_kb(settings, args.name)
-    if args.json:
-        _print_json({"removed": args.name})
-    else:
-        print(f"removed knowledge base {args.name}")
-    return 0
-
-
-def cmd_kb_export(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.kb import open_kb
-    from rag.store.migrate import export_kb
-
-    store = open_kb(settings, args.name)
-    try:
-        result = export_kb(store, args.file)
-    finally:
-        store.close()
-    _report(args, {"exported": args.name, "file": str(args.file), "result": result})
-    return 0
-
-
-def cmd_kb_import(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.store.migrate import import_kb
-
-    name = _kb_name(args, settings)
-    result = import_kb(settings, name, args.file)
-    _report(args, {"imported": name, "file": str(args.file), "result": result})
-    return 0
-
-
-def cmd_kb_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.store.migrate import migrate_to
-
-    # Vectors are copied as they are: no embedder is loaded, so any KB can move to any backend.
-    result = migrate_to(settings, args.name, args.to, args.url, target_name=args.target_name)
-    _report(args, {"migrated": args.name, "to": args.to, "result": result})
-    return 0
-
-
-def _report(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    if getattr(args, "json", False):
-        _print_json(data)
-    else:
-        print(", ".join(f"{k}: {v}" for k, v in data.items() if v is not None))
-
-
-def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.kb import open_kb
-
-    store = open_kb(settings, _kb_name(args, settings))
-    try:
-        docs = store.list_documents()
-    finally:
-        store.close()
-    if args.json:
-        _print_json([asdict(d) for d in docs])
-        return 0
-    from rag.terminal import safe_text
-
-    for d in docs:  # names and titles come from files: escape control characters (JSON above stays exact)
-        title, source = safe_text(d.title or d.source), safe_text(d.source)
-        print(f"{d.id}  {d.pages:>5} pages  {d.chunks:>6} chunks  {title}  ({source})")
-    if not docs:
-        print("no documents")
-    return 0
-
-
-def cmd_docs_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.errors import DocumentNotFound
-    from rag.kb import open_kb
-
-    store = open_kb(settings, _kb_name(args, settings))
-    removed: list[str] = []
-    try:
-        for ident in args.ids:
-            doc = store.find_by_path(str(Path(ident).resolve())) if Path(ident).exists() else None
-            doc_id = doc.id if doc is not None else ident
-            store.get_document(doc_id)  # raises DocumentNotFound with the id in the message
-            store.remove_document(doc_id)
-            removed.append(doc_id)
-    except DocumentNotFound:
-        raise
-    finally:
-        store.close()
-    if args.json:
-        _print_json({"removed": removed})
-    else:
-        print("removed " + ", ".join(removed))
-    return 0
-
-
-def cmd_models_prepare(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.llm import model_path_for
-
-    _progress_to_stderr()
-    path = model_path_for(settings)
-    print(f"{settings.llm.name}: {path}" if path else f"{settings.llm.name}: remote, nothing to prepare")
-    return 0
-
-
-def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.errors import ModelNotAvailable
-    from rag.llm.build_info import llama_build, prefill_probe
-    from rag.llm.models import QWEN, smollm2_path
-
-    rows: dict[str, Any] = {"embedder": settings.embedder.name, "llm": settings.llm.name}
-    qwen = settings.paths.models_dir / QWEN.filename
-    rows[QWEN.name] = str(qwen) if qwen.is_file() else "not prepared (run `citeqa models prepare`)"
-    try:
-        rows["smollm2-135m"] = str(smollm2_path())
-    except ModelNotAvailable as exc:
-        rows["smollm2-135m"] = str(exc)
-    rows["llama_cpp"] = llama_build()
-    if not args.no_probe and rows["llama_cpp"].get("installed"):
-        from rag.llm import make_generator
-
-        _progress_to_stderr()
-        try:
-            rows["prefill"] = prefill_probe(make_generator(settings)) or "not an in-process model"
-        except CiteqaError as exc:
-            rows["prefill"] = f"not measured: {exc}"
-    if args.json:
-        _print_json(rows)
-        return 0
-    build = rows["llama_cpp"]
-    if build.get("installed"):
-        rows["llama_cpp"] = f"llama-cpp-python {build['version']}, {build['build']} build ({' '.join(build['cpu_features'])})"
-    else:
-        rows["llama_cpp"] = "not installed (run `make install`)"
-    if isinstance(rows.get("prefill"), dict):
-        p = rows["prefill"]
-        rows["prefill"] = f"{p['tokens_per_s']:.0f} prompt tokens/s ({p['probe_tokens']:.0f}-token probe, {settings.llm.name})"
-    for k, v in rows.items():
-        print(f"{k:>20}: {v}")
-    return 0
 
 
 # --------------------------------------------------------------------------- entry point

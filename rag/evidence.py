@@ -9,7 +9,7 @@ order (the top hit twice as fast) until the budget is spent. A table row brings 
 against the whole chunk and its page, so a shorter prompt never weakens the check.
 
 The same scoring picks the one sentence per hit that is shown as soon as retrieval is done, before
-the model has written anything (`best_sentence`).
+the model has written anything (`best_sentences`).
 """
 
 from __future__ import annotations
@@ -116,12 +116,15 @@ def score_sentences(question: str, hits: Sequence[Hit]) -> list[list[_Sentence]]
     return out
 
 
-def best_sentence(question: str, hit: Hit) -> str:
-    """The sentence of `hit` that best matches the question (its first one when none does)."""
-    rows = score_sentences(question, [hit])[0]
-    # on a tie the fuller sentence wins: a heading repeats the question's words and says nothing
-    best = max(range(len(rows)), key=lambda i: (round(rows[i].score, 6), min(rows[i].end - rows[i].start, 60) if rows[i].score else 0, -i))
-    return hit.chunk.text[rows[best].start : rows[best].end].strip()
+def best_sentences(question: str, hits: Sequence[Hit]) -> list[str]:
+    """The sentence of each hit that best matches the question (its first one when none does),
+    scored once over all the hits, as the prompt's windows are."""
+    out: list[str] = []
+    for hit, rows in zip(hits, score_sentences(question, hits)):
+        # on a tie the fuller sentence wins: a heading repeats the question's words and says nothing
+        best = max(range(len(rows)), key=lambda i: (round(rows[i].score, 6), min(rows[i].end - rows[i].start, 60) if rows[i].score else 0, -i))
+        out.append(hit.chunk.text[rows[best].start : rows[best].end].strip())
+    return out
 
 
 def _plan(rows: list[_Sentence]) -> list[list[int]]:

@@ -20,7 +20,7 @@ from rag.errors import InvalidRequest
 from rag.lang import detect_language
 from rag.prompting import REFUSAL, build_prompt
 from rag.protocols import Embedder, Generator, Message, Retriever, SearchFilter, Store
-from rag.evidence import best_sentence
+from rag.evidence import best_sentences
 from rag.records import Answer, Citation, Evidence, Hit, Retrieved, Status
 from rag.rewrite import rewrite_question
 from rag.settings import Settings
@@ -171,9 +171,8 @@ class QAPipeline:
     def evidence(self, question: str, hits: list[Hit], limit: int = EVIDENCE_SHOWN) -> list[Evidence]:
         """The best sentence of each of the top hits, with the page it stands on."""
         out: list[Evidence] = []
-        for hit in hits[:limit]:
+        for hit, sentence in zip(hits[:limit], best_sentences(question, hits[:limit])):
             chunk = hit.chunk
-            sentence = best_sentence(question, hit)
             page = chunk.page_start
             for number in range(chunk.page_start, chunk.page_end + 1) if chunk.page_end > chunk.page_start else ():
                 if sentence[:40] in self.store.page_text(chunk.doc_id, number):

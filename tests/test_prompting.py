@@ -137,7 +137,10 @@ def test_windowed_chinese_prompt_and_unpunctuated_text() -> None:
 
 
 def test_best_sentence_is_the_one_matching_the_question() -> None:
-    from rag.evidence import best_sentence
+    from rag.evidence import best_sentences
+
+    def best_sentence(question: str, hit: Hit) -> str:
+        return best_sentences(question, [hit])[0]
 
     hit = make_hit(1, "ACME was founded in 1987. In 2023 ACME reported revenue of $52.4 million. It has two plants.")
     assert best_sentence("What revenue did ACME report in 2023?", hit) == "In 2023 ACME reported revenue of $52.4 million."

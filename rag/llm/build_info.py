@@ -38,7 +38,8 @@ def llama_build() -> dict[str, Any]:
         if recorded.get("version") == llama_cpp.__version__:  # a later pip install replaced it otherwise
             info["build"] = recorded.get("build", "unknown")
     system = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-    info["cpu_features"] = [part.split("=")[0].strip() for part in system.split("|") if part.strip().endswith("= 1")]
+    # "CPU : SSE3 = 1 | AVX = 1 | ..." -> ["SSE3", "AVX", ...]
+    info["cpu_features"] = [part.split("=")[0].split(":")[-1].strip() for part in system.split("|") if part.strip().endswith("= 1")]
     return info
 
 
