@@ -1,8 +1,14 @@
-"""Grounded-answer benchmark with the default model (Qwen2.5-Coder-1.5B) over ../shared/bench.
+"""Grounded-answer benchmark with the default model (Qwen2.5-Coder-1.5B).
 
-Ingests a subset of the bench documents (small ones: embedding is the slow part), asks ≥ 40 bench
-questions in Chinese and English plus the unanswerable questions in bench/unanswerable.jsonl, and
-reports:
+Two question sets (`--set`):
+  - bench: a subset of ../shared/bench (small documents: embedding is the slow part), ≥ 40 questions
+    in Chinese and English plus bench/unanswerable.jsonl — the dev set the answer step was tuned on;
+  - unseen: the frozen set in bench/unseen (74 questions over 5 Debian PDFs nobody tuned on, written
+    before any tuning; bench/unseen/fetch.py downloads the PDFs).
+`--code DIR` answers with the rag package of another checkout (e.g. a worktree of an older commit),
+so the old and the new answer step run in one session over the same knowledge base.
+
+It reports:
   - share of answerable questions answered with ≥ 1 verified citation
   - share of shown citations whose quote is on the cited page — checked twice: exactly against the
     store's page text (page_text[char_start:char_end] == quote) and independently against the PDF
@@ -10,6 +16,9 @@ reports:
   - share of citations on a gold evidence page (where the bench gives evidence pages)
   - refusal rate on unanswerable questions (goal ≥ 90%)
   - false-refusal rate on answerable questions whose evidence was retrieved (goal ≤ 15%)
+  - correct answers (rag/scoring.py: numbers must match, then token / character-bigram F1), overall
+    and among the answers with a verified citation
+  - all of it by language pair (question -> document)
   - time to first token, tokens/s, prompt tokens per answer
 
 Results go to bench/out/answers_bench[_TAG].jsonl (one line per question, resumable) and
@@ -29,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# --code DIR: import the answer step from another checkout (read before anything imports rag)
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv[:-1] else REPO
+sys.path.insert(0, str(CODE))
 
 BENCH = REPO.parent / "shared" / "bench"
 OUT = REPO / "bench" / "out"
@@ -43,10 +54,34 @@ EN_DOCS = [
 ]
 KB = "answers_bench"
 STEM = "answers_bench"  # output file stem; --tag adds a suffix
+UNSEEN = REPO / "bench" / "unseen"
+UNSEEN_DOCS = Path.home() / ".cache" / "citeqa" / "unseen"
+DOC_DIR = BENCH / "docs"
+
+
+def _scoring():  # type: ignore[no-untyped-def]
+    """rag/scoring.py of this checkout, whichever checkout --code answers with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("citeqa_bench_scoring", REPO / "rag" / "scoring.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def load_unseen() -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (UNSEEN / "questions.jsonl").open(encoding="utf-8") if line.strip()]
+    for q in rows:
+        q["kind"] = "answerable" if q["answerable"] else "unanswerable"
+        q["type"] = q.get("kind")
+    return rows
 
 
 def _norm(text: str) -> str:
     return "".join(re.findall(r"\w", text)).lower()
+
+
+SCORING = _scoring()
 
 
 def load_questions(limit_zh: int, limit_en: int) -> list[dict[str, Any]]:
@@ -69,8 +104,8 @@ def load_questions(limit_zh: int, limit_en: int) -> list[dict[str, Any]]:
     return ordered
 
 
-def ingest(settings, embedder, store) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    paths = [BENCH / "docs" / name for name in ZH_DOCS + EN_DOCS]
+def ingest(settings, embedder, store, names: list[str]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    paths = [DOC_DIR / name for name in names]
     from ingest.pipeline import ingest_paths
 
     summary = ingest_paths(paths, store, embedder, settings)
@@ -80,7 +115,7 @@ def ingest(settings, embedder, store) -> dict[str, Any]:  # type: ignore[no-unty
 def pdf_pages(name: str) -> list[str]:
     import pymupdf
 
-    with pymupdf.open(str(BENCH / "docs" / name)) as doc:
+    with pymupdf.open(str(DOC_DIR / name)) as doc:
         return [_norm(page.get_text()) for page in doc]
 
 
@@ -106,7 +141,12 @@ def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]], 
             }
         )
     gold = str(q.get("answer", ""))
+    doc_lang = q.get("doc_language") or ("zh" if q["doc"].startswith("cmrc") else "en")
+    score = SCORING.correctness(answer.text, gold, refused=answer.refused) if q["kind"] == "answerable" else {}
     return {
+        "pair": f"{q.get('language')}->{doc_lang}", "correct": score.get("correct"), "f1": score.get("f1"),
+        "numbers_match": score.get("numbers_match"),
+        "evidence_shown": len(getattr(answer, "evidence", []) or []),
         "id": q["id"], "language": q.get("language"), "kind": q["kind"], "set": q.get("set", ""), "question": q["question"], "doc": q["doc"],
         "gold": gold[:300], "raw": raw, "answer": answer.text, "refused": answer.refused, "citations": cites,
         "unsupported": answer.unsupported, "sources": sources, "evidence_retrieved": retrieved,
@@ -171,9 +211,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "total_s": stat("total"),
         "retrieve_s": stat("retrieve"),
     }
+    answered = [r for r in ans if r["citations"] and not r["refused"]]
+    out["correct"] = share(sum(bool(r.get("correct")) for r in ans), len(ans))
+    out["correct_of_answered"] = share(sum(bool(r.get("correct")) for r in answered), len(answered))
+    out["refusals_with_passages_shown"] = share(sum(bool(r.get("evidence_shown")) for r in rows if r["refused"]), sum(r["refused"] for r in rows))
+    out["unanswerable_with_passages_shown"] = share(sum(bool(r.get("evidence_shown")) for r in una), len(una))
     for lang in ("zh", "en"):
         sub = [r for r in ans if r["language"] == lang]
         out[f"answers_with_verified_citation_{lang}"] = share(sum(bool(r["citations"]) and not r["refused"] for r in sub), len(sub))
+    pairs: dict[str, Any] = {}
+    for pair in sorted({r.get("pair", "?") for r in rows}):
+        sub = [r for r in ans if r.get("pair") == pair]
+        sub_ev = [r for r in sub if r["evidence_retrieved"]]
+        sub_ok = [r for r in sub if r["citations"] and not r["refused"]]
+        sub_un = [r for r in una if r.get("pair") == pair]
+        sub_c = [c for r in rows if r.get("pair") == pair and not r["refused"] for c in r["citations"]]
+        pairs[pair] = {
+            "answerable": len(sub), "answered_with_verified_citation": share(len(sub_ok), len(sub)),
+            "correct": share(sum(bool(r.get("correct")) for r in sub), len(sub)),
+            "correct_of_answered": share(sum(bool(r.get("correct")) for r in sub_ok), len(sub_ok)),
+            "false_refusal_evidence_retrieved": share(sum(r["refused"] for r in sub_ev), len(sub_ev)),
+            "unanswerable": len(sub_un), "refusal_unanswerable": share(sum(r["refused"] for r in sub_un), len(sub_un)),
+            "citations_on_pdf_page": share(sum(c["on_pdf_page"] for c in sub_c), len(sub_c)),
+        }
+    out["by_pair"] = pairs
     return out
 
 
@@ -181,13 +242,17 @@ def write_summary(rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str
     summary = {**extra, **summarize(rows)}
     (OUT / f"{STEM}_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2))
     lines = ["# answers bench", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in summary.items()]
+    lines += [f"| {k} | {v} |" for k, v in summary.items() if k != "by_pair"]
+    lines += ["", "| pair | " + " | ".join(next(iter(summary["by_pair"].values()), {})) + " |"]
+    lines += [f"| {pair} | " + " | ".join(str(v) for v in m.values()) + " |" for pair, m in summary["by_pair"].items()]
     (OUT / f"{STEM}_summary.md").write_text("\n".join(lines) + "\n")
     return summary
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--set", choices=["bench", "unseen"], default="bench", help="question set (see above)")
+    parser.add_argument("--code", type=Path, default=REPO, help="checkout whose rag package answers (default: this one)")
     parser.add_argument("--zh", type=int, default=30, help="answerable Chinese questions")
     parser.add_argument("--en", type=int, default=20, help="answerable English questions")
     parser.add_argument("--models-dir", type=Path, default=REPO / "indexes" / "_models")
@@ -202,14 +267,19 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix for the output files, to keep configurations apart")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier results in answers_bench.jsonl")
     parser.add_argument("--summarize", action="store_true", help="only rewrite the summary from answers_bench.jsonl")
-    parser.add_argument(
-        "--reverify", action="store_true",
-        help="no LLM: re-run retrieval and citation verification on the stored raw answers with the current code",
-    )
-    parser.add_argument("--rows", type=Path, default=None, help="with --reverify: the results file (default: answers_bench.jsonl)")
     args = parser.parse_args()
-    global STEM
-    STEM = f"answers_bench_{args.tag}" if args.tag else "answers_bench"
+    global STEM, KB, DOC_DIR
+    base = "answers_bench" if args.set == "bench" else "answers_unseen"
+    STEM = f"{base}_{args.tag}" if args.tag else base
+    if args.set == "unseen":
+        import subprocess
+
+        KB, DOC_DIR = "answers_unseen", UNSEEN_DOCS
+        subprocess.run([sys.executable, str(UNSEEN / "fetch.py"), "--dest", str(UNSEEN_DOCS)], check=True, stdout=subprocess.DEVNULL)
+        questions = load_unseen()
+    else:
+        questions = load_questions(args.zh, args.en)
+    names = sorted({q["doc"] for q in questions}) if args.set == "unseen" else ZH_DOCS + EN_DOCS
     if args.summarize:
         rows = [json.loads(line) for line in (OUT / f"{STEM}.jsonl").open(encoding="utf-8") if line.strip()]
         print(json.dumps(write_summary(rows, {"model": "qwen2.5-coder-1.5b", "rows": len(rows)}), ensure_ascii=False, indent=2))
@@ -237,17 +307,15 @@ def main() -> int:
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, KB, embedder, create=True)
     t = time.perf_counter()
-    ingest_summary = ingest(settings, embedder, store)
+    ingest_summary = ingest(settings, embedder, store, names)
     extra: dict[str, Any] = {
-        "model": model.name, "embedder": embedder.id, "ingest": ingest_summary, "ingest_s": round(time.perf_counter() - t, 1),
+        "set": args.set, "code": str(CODE), "model": model.name, "embedder": embedder.id, "ingest": ingest_summary, "ingest_s": round(time.perf_counter() - t, 1),
         "settings": {"top_k": settings.retrieval.top_k, "min_score": settings.retrieval.min_score,
                      "context_tokens": settings.llm.context_tokens, "max_answer_tokens": settings.llm.max_answer_tokens,
                      "context_budget": settings.llm.context_budget},
     }
     print("ingested", json.dumps(extra, ensure_ascii=False), flush=True)
     results = OUT / f"{STEM}.jsonl"
-    if args.reverify:
-        return reverify(args.rows or results, store, embedder, settings, extra)
     generator = make_generator(settings)
     extra["llama_cpp"] = llama_build()
     extra["model_load_s"] = round(getattr(generator, "load_seconds", 0.0), 2)
@@ -258,7 +326,6 @@ def main() -> int:
         rows = [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
     done = {r["id"] for r in rows}
     pdf_cache: dict[str, list[str]] = {}
-    questions = load_questions(args.zh, args.en)
     with results.open("a" if not args.fresh else "w", encoding="utf-8") as fh:
         for i, q in enumerate(questions, 1):
             if q["id"] in done:
@@ -285,43 +352,6 @@ def main() -> int:
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     store.close()
     return 0
-
-
-def reverify(results: Path, store, embedder, settings, extra: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
-    """Re-check stored raw answers (same retrieval, current verification) without calling the LLM."""
-    from rag.lang import detect_language
-    from rag.pipeline import QAPipeline
-    from rag.records import Answer
-
-    pipeline = QAPipeline(store, embedder, None, settings)  # type: ignore[arg-type]  # finalize() needs no LLM
-    questions = {q["id"]: q for q in load_questions(10_000, 10_000)}
-    rows = [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
-    pdf_cache: dict[str, list[str]] = {}
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        q = questions.get(row["id"]) or {**row, "answer": row["gold"]}
-        if "raw" not in row:
-            continue
-        retrieval = pipeline.retriever.retrieve(row["question"], settings.retrieval.top_k)
-        if retrieval.no_evidence or not retrieval.hits:
-            answer = Answer(text=row["answer"], refused=True, timings=row["timings"])
-        else:
-            answer = pipeline.finalize(row["raw"], row_sources(retrieval.hits, row), row["question"], detect_language(row["question"]))
-            answer.timings = row["timings"]
-        new = evaluate(q, answer, store, pdf_cache, row["raw"])
-        if new["refused"] != row["refused"] or len(new["citations"]) != len(row["citations"]):
-            print(f"{row['id']}: refused {row['refused']} -> {new['refused']}, citations {len(row['citations'])} -> {len(new['citations'])}")
-        out.append(new)
-    with (OUT / f"{STEM}_reverified.jsonl").open("w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in out)
-    summary = write_summary(out, {**extra, "reverified": True, "rows": len(out)})
-    print(json.dumps(summary, ensure_ascii=False, indent=2))
-    return 0
-
-
-def row_sources(hits: list, row: dict[str, Any]) -> list:  # type: ignore[type-arg]
-    """The hits that were in the prompt: the stored row lists them in order (the budget may have cut some)."""
-    return hits[: len(row["sources"])]
 
 
 if __name__ == "__main__":

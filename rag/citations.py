@@ -281,6 +281,13 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     while i < n:
         ch = text[i]
         end: int | None = None
+        if ch == "|" and not text[start:i].strip():  # a table row is one unit, whatever its cells say
+            nl = text.find("\n", i)
+            row_end = n if nl < 0 else nl
+            if text[i:row_end].rstrip().endswith("|"):
+                spans.append((start, row_end))
+                start = i = row_end + 1
+                continue
         if ch == "\n":
             end = i
         elif ch in _SENTENCE_END or (

@@ -10,8 +10,12 @@ Metrics (unanswerable questions are left out of the hit metrics and scored on re
 - MRR@10: mean reciprocal rank of the first page hit within 10 (0 when none);
 - latency p50/p95 of `retrieve` (embedding the query included), split by language and by source;
 - with answers=True: the QA pipeline's citation validity (share of citations verified on their page;
-  share pointing at an evidence page), refusal rate on unanswerable and answerable questions, and
-  token-F1 overlap (rag.store.analyzer tokens) between the answer and the reference answer.
+  share pointing at an evidence page), refusal rate on unanswerable and answerable questions, token F1
+  and correctness against the reference answer (rag.scoring), overall and by language pair
+  ("<question language>-><document language>").
+
+Only questions whose `doc` is in the knowledge base are scored (those without a doc are kept); the
+others are counted in `skipped_not_in_kb`, so a partial KB does not read as failed retrieval.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import InvalidRequest
+from rag.lang import detect_language
+from rag.scoring import correctness, token_f1  # noqa: F401  (token_f1: re-exported for callers)
 from rag.settings import Settings
 
 DocPage = tuple[str, int, int]  # (document file name, page_start, page_end)
@@ -144,20 +150,6 @@ def score_rankings(
     }
 
 
-def token_f1(answer: str, reference: str) -> float:
-    """Token-overlap F1 with the keyword analyzer's tokens (jieba words for Chinese)."""
-    from collections import Counter
-
-    from rag.store.analyzer import tokenize
-
-    a, b = Counter(tokenize(answer)), Counter(tokenize(reference))
-    common = sum((a & b).values())
-    if not common:
-        return 0.0
-    precision, recall = common / sum(a.values()), common / sum(b.values())
-    return 2 * precision * recall / (precision + recall)
-
-
 def run_eval(
     settings: Settings,
     kb_name: str,
@@ -180,6 +172,10 @@ def run_eval(
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, kb_name, embedder)
     try:
+        in_kb = _kb_doc_names(store)
+        skipped = sorted({q["doc"] for q in questions if q["doc"] and q["doc"] not in in_kb})
+        n_all = len(questions)
+        questions = [q for q in questions if not q["doc"] or q["doc"] in in_kb]
         retriever = make_retriever(store, embedder, settings.retrieval)
         depth = max(max(ks), 10)
         ranked: list[list[DocPage]] = []
@@ -209,6 +205,8 @@ def run_eval(
         report: dict[str, Any] = {
             "kb": kb_name,
             "questions": len(questions),
+            "skipped_not_in_kb": n_all - len(questions),
+            "skipped_docs": skipped[:10],
             "ks": ks,
             "mode": settings.retrieval.mode,
             "embedder": embedder.id,
@@ -238,6 +236,46 @@ def run_eval(
         return report
     finally:
         store.close()
+
+
+def _kb_doc_names(store: Any) -> set[str]:
+    """File names of the knowledge base's documents (every path a document was added under)."""
+    names: set[str] = set()
+    for d in store.list_documents():
+        names.add(Path(d.source).name)
+        names.update(Path(p).name for p in d.paths)
+    return names
+
+
+def _doc_language(q: dict[str, Any], out: dict[str, Any]) -> str:
+    """The question's `doc_language`, else detected on the first retrieved/cited text of its doc."""
+    if q.get("doc_language"):
+        return str(q["doc_language"])
+    texts = [(s.get("doc"), s.get("text")) for s in out.get("sources", [])]
+    texts += [(c.get("doc"), c.get("quote")) for c in out.get("citations", [])]
+    for doc, text in texts:
+        # Another document's text says nothing about this one's language.
+        if text and (not q["doc"] or Path(str(doc or "")).name == q["doc"]):
+            return detect_language(str(text))
+    return "?"
+
+
+def _share(hits: int, n: int) -> float:
+    return hits / n if n else 0.0
+
+
+def _correctness_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """correct_share (answerable with a reference), correct_of_answered, citation_on_gold_page."""
+    graded = [r for r in rows if r["answerable"] and r.get("correct") is not None]
+    cited = [r for r in graded if not r["refused"] and r["verified_citations"] > 0]
+    answered = [r for r in rows if r["answerable"] and r["doc"] and not r["refused"]]
+    return {
+        "n": len([r for r in rows if r["answerable"]]),
+        "graded": len(graded),
+        "correct_share": _share(sum(r["correct"] for r in graded), len(graded)),
+        "correct_of_answered": _share(sum(r["correct"] for r in cited), len(cited)),
+        "citation_on_gold_page": _share(sum(r["on_gold_page"] for r in answered), len(answered)),
+    }
 
 
 def _eval_answers(
@@ -271,25 +309,47 @@ def _eval_answers(
         out = answer_to_dict(pipeline.ask(q["question"]))
         seconds.append(time.perf_counter() - t)
         pages = set(q["evidence_pages"])
+        refused = bool(out.get("refused"))
+        on_gold = verified_here = 0
         for c in out.get("citations", []):
-            cites += 1
-            verified += bool(c.get("verified"))
-            on_evidence += Path(str(c.get("doc", ""))).name == q["doc"] and (
+            # Without evidence pages any page of the question's document counts.
+            on_page = Path(str(c.get("doc", ""))).name == q["doc"] and (
                 not pages or c.get("page") in pages
             )
+            cites += 1
+            verified_here += bool(c.get("verified"))
+            on_evidence += on_page
+            on_gold += on_page and bool(c.get("verified"))
+        verified += verified_here
+        answer = str(out.get("answer", ""))
+        score: dict[str, Any] = {"correct": None, "f1": None, "numbers_match": None}
         if q["answerable"]:
             n_answerable += 1
-            refused_answerable += bool(out.get("refused"))
-            if q.get("answer") and not out.get("refused"):
-                f1s.append(token_f1(str(out.get("answer", "")), str(q["answer"])))
+            refused_answerable += refused
+            if q.get("answer"):
+                score = correctness(answer, str(q["answer"]), refused=refused)
+                if not refused:
+                    f1s.append(score["f1"])
         else:
             n_unanswerable += 1
-            refused_unanswerable += bool(out.get("refused"))
-        row["answer"] = out.get("answer", "")
-        row["refused"] = bool(out.get("refused"))
-        row["citations"] = len(out.get("citations", []))
+            refused_unanswerable += refused
+        q_lang = q.get("language") or detect_language(q["question"])
+        row.update(
+            answer=answer,
+            refused=refused,
+            citations=len(out.get("citations", [])),
+            verified_citations=verified_here,
+            on_gold_page=on_gold > 0,
+            lang_pair=f"{q_lang}->{_doc_language(q, out)}",
+            **score,
+        )
     secs = sorted(seconds)
+    pairs = sorted({r["lang_pair"] for r in rows})
     return {
+        **{k: v for k, v in _correctness_metrics(rows).items() if k != "n"},
+        "by_language_pair": {
+            p: _correctness_metrics([r for r in rows if r["lang_pair"] == p]) for p in pairs
+        },
         "citations": cites,
         "citation_valid_rate": verified / cites if cites else 0.0,
         "citation_on_evidence_rate": on_evidence / cites if cites else 0.0,
@@ -322,6 +382,15 @@ def eval_markdown(result: dict[str, Any]) -> str:
             f"{result.get('questions')} questions, mode `{result.get('mode')}`, embedder `{result.get('embedder')}`; "
             f"latency p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms."
         ),
+    ]
+    if result.get("skipped_not_in_kb"):
+        docs = ", ".join(f"`{d}`" for d in result.get("skipped_docs", []))
+        more = ", …" if result["skipped_not_in_kb"] > len(result.get("skipped_docs", [])) else ""
+        lines += [
+            "",
+            f"Skipped {result['skipped_not_in_kb']} questions whose document is not in the knowledge base ({docs}{more}).",
+        ]
+    lines += [
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -366,5 +435,23 @@ def eval_markdown(result: dict[str, Any]) -> str:
                 f"{ans['refusal_rate_unanswerable']:.1%} | {ans['refusal_rate_answerable']:.1%} | {ans['token_f1']:.3f} | "
                 f"{ans['seconds_p50']:.1f} |"
             ),
+            "",
+            "Correct: share of graded answerable questions (refusals count as wrong); of answered: among those "
+            "answered with a verified citation; gold page: answered questions citing an evidence page of their document.",
+            "",
+            "| group | n | graded | correct | correct of answered | citation on gold page |",
+            "|---|---|---|---|---|---|",
         ]
+
+        def arow(name: str, m: dict[str, Any]) -> str:
+            return (
+                f"| {name} | {m['n']} | {m['graded']} | {m['correct_share']:.1%} | "
+                f"{m['correct_of_answered']:.1%} | {m['citation_on_gold_page']:.1%} |"
+            )
+
+        n_all = sum(m["n"] for m in ans.get("by_language_pair", {}).values())
+        lines.append(arow("**all**", {**ans, "n": n_all}))
+        for pair, m in ans.get("by_language_pair", {}).items():
+            if m["n"]:
+                lines.append(arow(f"lang: {pair}", m))
     return "\n".join(lines) + "\n"

@@ -24,7 +24,6 @@ from rag.lang import cjk_ratio
 from rag.records import Hit
 
 CountTokens = Callable[[str], int]
-GAP = " … "  # joins non-adjacent sentences of one chunk
 MAX_SENTENCE_SHARE = 0.45  # one sentence may take at most this share of the source budget
 MAX_CJK_CHARS = 80  # longer sentences are offered in pieces (~60 tokens for Qwen)
 MAX_LATIN_CHARS = 400
@@ -46,25 +45,6 @@ class Window:
     hit: Hit
     sentences: list[_Sentence]
     chosen: set[int] = field(default_factory=set)
-
-    def text(self) -> str:
-        """The chosen sentences in document order; adjacent ones keep the text between them."""
-        chunk = self.hit.chunk.text
-        parts: list[str] = []
-        prev: int | None = None
-        for i in sorted(self.chosen):
-            s = self.sentences[i]
-            if prev is not None and i == prev + 1:
-                parts[-1] += chunk[self.sentences[prev].end : s.end]
-            else:
-                parts.append(chunk[s.start : s.end])
-            prev = i
-        body = GAP.join(p.strip() for p in parts)
-        if self.chosen and min(self.chosen) > 0:
-            body = "… " + body
-        if self.chosen and max(self.chosen) < len(self.sentences) - 1:
-            body += " …"
-        return body
 
 
 def _is_table_row(text: str) -> bool:
@@ -155,14 +135,20 @@ def _plan(rows: list[_Sentence]) -> list[list[int]]:
 
 
 def select_windows(
-    question: str, hits: Sequence[Hit], budget: int, count_tokens: CountTokens, overhead: Callable[[Hit], int]
+    question: str,
+    hits: Sequence[Hit],
+    budget: int,
+    count_tokens: CountTokens,
+    overhead: Callable[[Hit], int],
+    unit_tokens: int = 0,
 ) -> list[Window]:
     """Windows of `hits` whose source blocks fit `budget` tokens (tags included via `overhead`).
 
     Rounds go through the hits in rank order: each hit's steps are its best sentence, the sentence
     after it, the one before, the next best..., then the rest nearest first; the top hit takes
     TOP_STEPS steps a round. A step that does not fit is skipped (a shorter later one may still fit).
-    Hits that got nothing are left out of the prompt. (TOP_STEPS and the order were chosen on how
+    Hits that got nothing are left out of the prompt. Each sentence costs its tokens, a newline and
+    `unit_tokens` (its "[n] " number). (TOP_STEPS and the order were chosen on how
     often the bench's gold answers land inside the prompt: 26 -> 31 of 41 at 450 tokens.)
     """
     scored = score_sentences(question, hits)
@@ -173,7 +159,7 @@ def select_windows(
     def cost(w: int, i: int) -> int:
         if (w, i) not in cost_cache:
             s = windows[w].sentences[i]
-            cost_cache[(w, i)] = count_tokens(hits[w].chunk.text[s.start : s.end]) + 1
+            cost_cache[(w, i)] = count_tokens(hits[w].chunk.text[s.start : s.end]) + 1 + unit_tokens
         return cost_cache[(w, i)]
 
     cap = max(24, int(budget * MAX_SENTENCE_SHARE))

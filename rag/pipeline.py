@@ -15,13 +15,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from rag.citations import split_sentences, verify_answer
+from rag.citations import split_sentences
+from rag.grounding import Grounder, citation_for
+from rag.support import SupportChecker
 from rag.errors import InvalidRequest
 from rag.lang import detect_language
 from rag.prompting import REFUSAL, build_prompt
 from rag.protocols import Embedder, Generator, Message, Retriever, SearchFilter, Store
 from rag.evidence import best_sentences
-from rag.records import Answer, Citation, Evidence, Hit, Retrieved, Status
+from rag.records import Answer, Citation, Evidence, EvidenceUnit, Hit, Retrieved, Status
 from rag.rewrite import rewrite_question
 from rag.settings import Settings
 
@@ -29,6 +31,10 @@ UNVERIFIED = {
     "en": "The documents do not clearly answer this: none of the model's statements could be verified against "
     "the retrieved passages, so no answer is shown.",
     "zh": "文档中没有找到可以核实的答案：模型给出的内容都无法在检索到的资料中得到验证，因此不显示该回答。",
+}
+PASSAGES_LABEL = {
+    "en": "Passages that may bear on the question (found by search; not an answer):",
+    "zh": "以下段落可能与问题相关（检索所得，并非回答）：",
 }
 # Stop when the model starts echoing the prompt's own structure instead of answering.
 STOP = ["<source", "</source>", "\nQuestion:", "\n问题：", "\nSources:", "\n资料：", "<|im_end|>", "<|endoftext|>"]
@@ -126,12 +132,15 @@ class QAPipeline:
             max_answer_tokens=llm.max_answer_tokens,
             lang=lang,
             context_budget=llm.context_budget,
+            page_text=self.store.page_text,
         )
         timings["prompt"] = time.perf_counter() - t
         timings["prompt_tokens"] = float(prompt.prompt_tokens)
         if events:
             yield Status("thinking")
 
+        g = self.settings.grounding
+        grounder = Grounder(SupportChecker(standalone, prompt.units, self.embedder, g.bars()), prompt.units, g.auto_cite)
         t = first = time.perf_counter()
         pieces: list[str] = []
         stream = self.generator.generate(
@@ -143,7 +152,9 @@ class QAPipeline:
                     first = time.perf_counter()
                     timings["first_token"] = first - t0
                 pieces.append(piece)
-                yield piece
+                if shown := grounder.feed(piece):
+                    timings.setdefault("first_shown", time.perf_counter() - t0)
+                    yield shown
                 if piece and piece[-1] in ".。!！?？\n" and is_looping("".join(pieces)):
                     break
         finally:
@@ -162,11 +173,51 @@ class QAPipeline:
             timings["tokens_per_s"] = (completion_tokens - 1) / (end - first)
 
         t = time.perf_counter()
-        answer = self.finalize(raw, prompt.sources, standalone, lang)
+        if rest := grounder.finish():
+            timings.setdefault("first_shown", time.perf_counter() - t0)
+            yield rest
+        answer = Answer(
+            text=grounder.text,
+            citations=grounder.citations,
+            sources=prompt.sources,
+            unsupported=list(dict.fromkeys(grounder.unsupported)),
+            question=standalone,
+            units=prompt.units,
+        )
+        if not grounder.citations:
+            answer.refused = True
+            answer.evidence = self.passages(grounder)
+            answer.text = self.refusal_text(lang, answer.evidence, unverified=grounder.content_sentences > 0 and not grounder.refusal)
+            if not answer.unsupported and raw.strip() and not grounder.refusal and grounder.content_sentences:
+                answer.unsupported = [raw.strip()]
+            yield answer.text
         timings["verify"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         answer.timings = timings
         yield answer
+
+    def passages(self, grounder: Grounder) -> list[Citation]:
+        """The best units, when retrieval found strong evidence although nothing verified: shown as
+        passages, so a user reads what was found instead of a bare refusal."""
+        g = self.settings.grounding
+        scored = []
+        for unit in grounder.units:
+            if not unit.citable:
+                continue
+            coverage, similarity = grounder.checker.relevance(unit)
+            if coverage >= g.passage_lexical or (similarity is not None and similarity >= g.passage_semantic):
+                scored.append((coverage + (similarity or 0.0), -unit.n, unit))
+        scored.sort(reverse=True)
+        return [citation_for(unit) for *_, unit in scored[: g.passages]]
+
+    @staticmethod
+    def refusal_text(lang: str, evidence: list[Citation], *, unverified: bool) -> str:
+        text = UNVERIFIED[lang] if unverified else REFUSAL[lang]
+        if not evidence:
+            return text
+        lines = [text, PASSAGES_LABEL[lang]]
+        lines += [f"[{c.n}] “{c.quote.strip()}” ({c.doc}, p. {c.page})" for c in evidence]
+        return "\n".join(lines)
 
     def evidence(self, question: str, hits: list[Hit], limit: int = EVIDENCE_SHOWN) -> list[Evidence]:
         """The best sentence of each of the top hits, with the page it stands on."""
@@ -181,17 +232,6 @@ class QAPipeline:
             out.append(Evidence(chunk.doc or chunk.doc_id, chunk.doc_id, page, sentence, chunk.id, hit.score))
         return out
 
-    def finalize(self, raw: str, sources: list[Hit], question: str, lang: str) -> Answer:
-        """Verify the model's raw answer against the sources it was given and decide on refusal."""
-        v = verify_answer(raw, sources, self.store.page_text, question=question)
-        if v.citations:
-            return Answer(text=v.text, citations=v.citations, sources=sources, unsupported=v.unsupported, question=question)
-        if v.refusal or not v.content_sentences:
-            return Answer(text=REFUSAL[lang], sources=sources, refused=True, question=question)
-        return Answer(
-            text=UNVERIFIED[lang], sources=sources, refused=True, unsupported=v.unsupported or [raw.strip()], question=question
-        )
-
 
 def citation_to_dict(c: Citation) -> dict[str, Any]:
     return {
@@ -203,30 +243,36 @@ def citation_to_dict(c: Citation) -> dict[str, Any]:
         "char_start": c.char_start,
         "char_end": c.char_end,
         "chunk_id": c.chunk_id,
+        "doc_id": c.doc_id,
     }
 
 
-def _hit_dict(hit: Hit) -> dict[str, Any]:
-    try:
-        from rag.retrieval import hit_to_dict
-    except ImportError:  # retrieval package not present: the agreed shape
-        return {
-            "doc": hit.chunk.doc or hit.chunk.doc_id,
-            "page": hit.chunk.page_start,
-            "text": hit.chunk.text,
-            "score": hit.score,
-            "chunk_id": hit.chunk.id,
-        }
-    return hit_to_dict(hit)
+def unit_to_dict(unit: EvidenceUnit) -> dict[str, Any]:
+    """A numbered passage of the prompt: its `n` is the `[n]` of the answer and its citations."""
+    return {
+        "n": unit.n,
+        "doc": unit.doc,
+        "doc_id": unit.doc_id,
+        "page": unit.page,
+        "text": unit.text,
+        "kind": unit.kind,
+        "score": unit.score,
+        "chunk_id": unit.chunk_id,
+        "char_start": unit.char_start,
+        "char_end": unit.char_end,
+    }
 
 
 def answer_to_dict(answer: Answer) -> dict[str, Any]:
-    """The JSON shape of an answer (CLI `ask --json`, server `/v1/ask`)."""
+    """The JSON shape of an answer (CLI `ask --json`, server `/v1/ask`): `sources` are the numbered
+    passages the model was shown, in the answer's own numbering; `evidence` the passages shown with
+    a refusal."""
     return {
         "answer": answer.text,
         "refused": answer.refused,
         "citations": [citation_to_dict(c) for c in answer.citations if c.verified],
-        "sources": [_hit_dict(h) for h in answer.sources],
+        "sources": [unit_to_dict(u) for u in answer.units if u.n > 0],
+        "evidence": [citation_to_dict(c) for c in answer.evidence],
         "unsupported": list(answer.unsupported),
         "timings": dict(answer.timings),
     }

@@ -138,6 +138,7 @@ class Retrieval:
     no_evidence: bool = False
     best_score: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    keyword_coverage: float = 0.0  # the best keyword hit's share of the question's content words
 
 
 @runtime_checkable

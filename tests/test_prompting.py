@@ -20,14 +20,15 @@ def make_hit(i: int, text: str, doc: str = "report.pdf", page: int = 1) -> Hit:
     return Hit(chunk=chunk, score=1.0 - i / 100, rank=i, retriever="hybrid")
 
 
-def test_sources_numbered_in_rank_order_with_doc_and_page() -> None:
-    hits = [make_hit(1, "Revenue was $5 million.", page=3), make_hit(2, "Costs rose.", doc="b.pdf", page=7)]
+def test_units_numbered_in_rank_order_under_their_doc_and_page() -> None:
+    hits = [make_hit(1, "Revenue was $5 million. It rose by half in 2023.", page=3), make_hit(2, "Costs rose sharply.", doc="b.pdf", page=7)]
     p = build_prompt("What was revenue?", hits, words, context_tokens=2048, max_answer_tokens=256)
     user = p.messages[1]["content"]
-    assert '<source id="1" doc="report.pdf" page="3">\nRevenue was $5 million.\n</source>' in user
-    assert '<source id="2" doc="b.pdf" page="7">' in user
-    assert user.index('id="1"') < user.index('id="2"') < user.index("Question: What was revenue?")
-    assert p.sources == hits and p.lang == "en" and not p.truncated
+    assert '<source doc="report.pdf" page="3">\n[1] Revenue was $5 million.\n[2] It rose by half in 2023.\n</source>' in user
+    assert '<source doc="b.pdf" page="7">\n[3] Costs rose sharply.\n</source>' in user
+    assert user.index("[1]") < user.index("[3]") < user.index("Question: What was revenue?")
+    assert p.sources == hits and p.lang == "en" and [u.n for u in p.units] == [1, 2, 3]
+    assert not any(u.citable for u in p.units)  # no page text given: numbered, but never quotable
 
 
 def test_language_follows_question_and_system_prefix_is_fixed() -> None:
@@ -44,18 +45,14 @@ def test_language_follows_question_and_system_prefix_is_fixed() -> None:
     assert "资料：" in zh.messages[1]["content"] and "问题：公司成立于哪一年？" in zh.messages[1]["content"]
 
 
-def test_packing_stays_within_budget_and_truncates_the_last_source() -> None:
-    long = " ".join(f"word{i}" for i in range(300)) + "."
+def test_packing_stays_within_the_context_window() -> None:
+    long = " ".join(f"Sentence {i} says word{i} again." for i in range(120))
     hits = [make_hit(i, long) for i in range(1, 6)]
     context, answer = 1024, 256
     p = build_prompt("What do the words say?", hits, words, context_tokens=context, max_answer_tokens=answer)
     assert p.prompt_tokens <= context - answer
-    assert p.truncated
-    assert 1 <= len(p.sources) < 5 and len(p.dropped) == 5 - len(p.sources)
-    # the last packed source is cut, the earlier ones are whole
-    blocks = re.findall(r"<source [^>]*>\n(.*?)\n</source>", p.messages[1]["content"], re.DOTALL)
-    assert len(blocks) == len(p.sources)
-    assert all(b == long for b in blocks[:-1]) and blocks[-1].endswith("…") and len(blocks[-1]) < len(long)
+    assert 0 < len(p.units) < 5 * 120  # not everything fits; every hit gets its best sentences first
+    assert all(u.text.startswith("Sentence ") and u.text.endswith("again.") for u in p.units)  # whole sentences
 
 
 @pytest.mark.slow
@@ -66,7 +63,7 @@ def test_budget_uses_the_model_tokenizer(smollm) -> None:  # type: ignore[no-unt
     rendered = p.messages[0]["content"] + p.messages[1]["content"]
     assert smollm.count_tokens(rendered) <= smollm.context_tokens - 384
     assert p.prompt_tokens >= smollm.count_tokens(rendered)
-    assert len(p.sources) < 7  # SmolLM2 spends ~1 token per Han character: not everything fits
+    assert len(p.units) < 7 * 20  # SmolLM2 spends ~1 token per Han character: not everything fits
 
 
 def test_document_text_cannot_pose_as_instructions() -> None:
@@ -105,9 +102,8 @@ def test_windowed_prompt_fits_the_budget_and_keeps_the_answering_sentence() -> N
     p = build_prompt("What revenue did ACME report in 2023?", hits, words, context_tokens=4096, max_answer_tokens=256, context_budget=300)
     assert p.prompt_tokens <= 300 < full.prompt_tokens
     blocks = _user_blocks(p)
-    assert "In 2023 ACME reported revenue of $52.4 million." in blocks[0]
-    assert blocks[0].startswith("… ") and blocks[0].endswith(" …")  # cut from inside the chunk
-    assert p.sources == hits[: len(blocks)] and '<source id="1" doc="report.pdf"' in p.messages[1]["content"]
+    assert "In 2023 ACME reported revenue of $52.4 million." in blocks[0] and "Paragraph 0 " not in blocks[0]
+    assert p.sources == hits[: len(blocks)] and '<source doc="report.pdf"' in p.messages[1]["content"]
     # the system prefix is the same as without a budget (the KV state llama.cpp reuses)
     assert p.messages[0] == full.messages[0]
 
@@ -117,7 +113,7 @@ def test_window_brings_neighbours_and_a_table_row_its_header() -> None:
         f"| Line{i} | {i} | {i + 1} |" for i in range(60)
     ) + "\n| Gadgets | 5.1 | 7.3 |\n" + "\n".join(f"| Extra{i} | {i} | {i} |" for i in range(30))
     p = build_prompt("What were Gadgets sales in 2023?", [make_hit(1, table)], words, context_tokens=4096,
-                     max_answer_tokens=256, context_budget=260)
+                     max_answer_tokens=256, context_budget=300)
     block = _user_blocks(p)[0]
     assert "| Gadgets | 5.1 | 7.3 |" in block and "| Segment | 2022 | 2023 |" in block
     assert block.index("| Segment |") < block.index("| Gadgets |")

@@ -1,8 +1,8 @@
 """PDF -> ParsedDocument with PyMuPDF: page by page, layout-aware, tables as markdown, OCR fallback.
 
-Per page: extract positioned lines (`extract_page`), judge the text layer (empty / garbled -> OCR),
-find ruled tables where the page's graphics form a grid (unruled ones are found later, from rows of
-numbers that line up). Per window of up to 200 pages: the body font
+Per page: extract positioned lines (`extract_page`) less superscript footnote marks, judge the text
+layer (empty / garbled -> OCR), find ruled tables where the page's graphics form a grid (unruled ones
+are found later, from rows of numbers that line up). Per window of up to 200 pages: the body font
 size, the running headers/footers (lines repeated near the top or bottom of >= 40% of pages) and the
 heading sizes. Then each page is laid out (`layout_page`: header removal, columns, paragraphs) and
 assembled (`assemble_page`: text, blocks with offsets, tables). Windows bound memory on huge files.
@@ -32,6 +32,7 @@ from ingest.parsers.layout import (
     reading_order,
     split_header,
 )
+from ingest.parsers.notemarks import split_note_marks, words_outside
 from ingest.parsers.tables import FoundTable, grid_tables, rows_to_markdown, unruled_table
 from ingest.parsers.textclean import clean_line, strip_bad_glyphs, text_quality
 from rag.errors import (
@@ -233,6 +234,7 @@ def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> R
     raw = RawPage(index + 1, rect.width, rect.height, [], find_tables=settings.tables)
     textpage = page.get_textpage(flags=_FLAGS)  # one extraction serves both lines and table words
     lines, raw_text, upright = lines_from_dict(page.get_text("dict", textpage=textpage))
+    lines, marks = split_note_marks(lines)
     if not upright:  # text runs sideways: the band for running headers is along the other side
         raw.width, raw.height = rect.height, rect.width
     quality = text_quality(raw_text)
@@ -253,7 +255,8 @@ def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> R
             lines = [ln for ln in lines if ln.text]
         raw.lines = lines
         if settings.tables and raw.lines and upright:
-            raw.tables = grid_tables(page.get_cdrawings(), lambda: page.get_text("words", textpage=textpage))
+            words = words_outside(lambda: page.get_text("words", textpage=textpage), marks)
+            raw.tables = grid_tables(page.get_cdrawings(), words)
             if raw.tables:
                 raw.lines = _place_tables(raw.lines, raw.tables)
     for ln in raw.lines:

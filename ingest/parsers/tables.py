@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from ingest.parsers.textclean import clean_line
 MAX_DRAWINGS = 5000  # a page with more vector paths is a chart or a map: skip table finding
 _MIN_EDGE = 8.0
 _JOIN_GAP = 8.0
+_WORD_GAP = 0.6  # a gap under this share of the text height is a space between words, not cells
 
 
 @dataclass(slots=True)
@@ -209,23 +210,71 @@ def grid_tables(
         bbox = (x0, ys[0], x1, ys[-1])
         cells: list[list[list[str]]] = [[[] for _ in range(len(xs) - 1)] for _ in range(len(ys) - 1)]
         used = 0
-        for w in words:
-            xc, yc = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
-            if not (bbox[0] <= xc < bbox[2] and bbox[1] <= yc < bbox[3]):
+        for phrase in _phrases(w for w in words if bbox[0] <= (w[0] + w[2]) / 2 < bbox[2]):
+            xc = (phrase[0][0] + phrase[-1][2]) / 2
+            yc = (phrase[0][1] + phrase[0][3]) / 2
+            if not (bbox[1] <= yc < bbox[3]):
                 continue
             r = bisect.bisect_right(ys, yc) - 1
             c = bisect.bisect_right(xs, xc) - 1
             if 0 <= r < len(cells) and 0 <= c < len(cells[r]):
-                cells[r][c].append(w[4])
-                used += 1
+                cells[r][c] += [w[4] for w in phrase]
+                used += len(phrase)
         filled = sum(1 for row in cells for cell in row if cell)
-        if filled < 4 or used > 40 * filled:  # prose in a box, not data
+        if filled < 4 or used > 40 * filled or _cuts_prose(xs, bbox, words):  # prose in a box, not data
             continue
         rows = _prune([[clean_line(" ".join(cell)) for cell in row] for row in cells])
         if len(rows) >= 2 and len(rows[0]) >= 2:
             out.append(FoundTable(bbox, rows))
     out.sort(key=lambda t: (t.bbox[1], t.bbox[0]))
     return out
+
+
+def _phrases(words: Iterable[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """Words of one text line split where the gap is wider than a word space, in reading order.
+
+    A phrase goes to one cell as a whole: the centred "of Shares that May Yet Be" of a header
+    cell must not lose its first word to the column on its left.
+    """
+    lines: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    for w in words:
+        lines.setdefault((w[5], w[6]), []).append(w)
+    out: list[list[tuple[Any, ...]]] = []
+    for line in lines.values():
+        line.sort(key=lambda w: w[0])
+        out.append([line[0]])
+        for a, b in zip(line, line[1:]):
+            if b[0] - a[2] < _WORD_GAP * (a[3] - a[1]):
+                out[-1].append(b)
+            else:
+                out.append([b])
+    return out
+
+
+PROSE_WORDS = 6  # a text line of this many words is running text, not a table row
+
+
+def _cuts_prose(xs: list[float], bbox: tuple[float, float, float, float], words: Sequence[tuple[Any, ...]]) -> bool:
+    """Whether the grid's columns cut through running text: two or more long text lines with
+    neighbouring words, an ordinary word space apart, in different columns (a box drawn around
+    a paragraph that lines up with a table's ruling is not a table)."""
+    lines: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    for w in words:
+        xc, yc = (w[0] + w[2]) / 2, (w[1] + w[3]) / 2
+        if bbox[0] <= xc < bbox[2] and bbox[1] <= yc < bbox[3]:
+            lines.setdefault((w[5], w[6]), []).append(w)
+    cut = 0
+    for line in lines.values():
+        if len(line) < PROSE_WORDS:
+            continue
+        line.sort(key=lambda w: w[0])
+        for a, b in zip(line, line[1:]):
+            col_a = bisect.bisect_right(xs, (a[0] + a[2]) / 2)
+            col_b = bisect.bisect_right(xs, (b[0] + b[2]) / 2)
+            if col_a != col_b and b[0] - a[2] < _WORD_GAP * (a[3] - a[1]):
+                cut += 1
+                break
+    return cut >= 2
 
 
 _PREFIX_UNITS = {"$", "€", "£", "¥", "US$", "HK$", "RMB", "(", "$(", "€("}

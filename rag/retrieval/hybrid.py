@@ -1,9 +1,11 @@
 """Dense + keyword retrieval fused with RRF, then de-duplication, optional rerank, neighbours, floor.
 
-The relevance floor (settings.min_score) is applied to the best *dense cosine* of the query: keyword
-scores are unbounded and fused scores are ranks, so only the cosine is comparable across queries.
-How the default was calibrated: see rag/settings.py (RetrievalSettings.min_score) and
-bench/retrieval_calibrate.py.
+The relevance floor sees both rankings: retrieval reports no evidence only when the best *dense
+cosine* is below settings.min_score *and* no top keyword hit covers settings.min_keyword_coverage
+of the question's content words (Chinese: character bigrams). BM25 scores are unbounded and fused
+scores are ranks, so the keyword side is judged by coverage, which is comparable across queries;
+a chunk that matches the question's words is never refused unseen. How the defaults were
+calibrated: rag/settings.py (RetrievalSettings) and bench/grounding_calibrate.py.
 """
 
 from __future__ import annotations
@@ -11,10 +13,22 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager, nullcontext
 
+from rag.citations import features, question_features
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
 from rag.records import Hit
 from rag.retrieval.fusion import drop_near_duplicates, rrf_fuse
 from rag.settings import RetrievalSettings
+
+
+KEYWORD_FLOOR_HITS = 3  # keyword hits whose coverage of the question the floor looks at
+
+
+def keyword_coverage(query: str, hits: list[Hit]) -> float:
+    """The largest share of the question's content grams that one of `hits` contains."""
+    wanted = question_features(query).grams
+    if not wanted:
+        return 0.0
+    return max((len(wanted & features(h.chunk.text).grams) / len(wanted) for h in hits), default=0.0)
 
 
 class HybridRetriever:
@@ -97,13 +111,14 @@ class HybridRetriever:
             hits = self._with_neighbours(hits, s.neighbours)
 
         best = max((h.score for h in dense), default=0.0)
+        coverage = keyword_coverage(query, keyword[:KEYWORD_FLOOR_HITS])
         if s.mode == "keyword":
             no_evidence = not hits
         else:
-            no_evidence = not dense or best < s.min_score
+            no_evidence = (not dense or best < s.min_score) and coverage < s.min_keyword_coverage
         timings["total_ms"] = (time.perf_counter() - start) * 1000
         return Retrieval(
-            hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings
+            hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings, keyword_coverage=coverage
         )
 
     def _with_neighbours(self, hits: list[Hit], n: int) -> list[Hit]:
