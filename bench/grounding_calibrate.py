@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--home", type=Path, required=True, help="citeqa home holding the answers_bench knowledge base")
     args = parser.parse_args()
 
-    from rag.citations import _plain, features
+    from rag.text.features import features, plain
     from rag.embedders import make_embedder
     from rag.kb import open_kb
     from rag.prompting import build_prompt
@@ -108,11 +108,11 @@ def main() -> int:
             continue
         gold_pages = set(q.get("evidence_pages") or [])
         answer = str(q.get("answer", ""))
-        needle, numbers = _plain(answer), features(answer).numbers
+        needle, numbers = plain(answer), features(answer).numbers
         sims = [checker.similarity(answer, u) or 0.0 for u in units]
         for i, (u, (_, qsim)) in enumerate(zip(units, rel)):
             on_gold = u.doc == q["doc"] and u.page in gold_pages
-            holds = (bool(needle) and len(needle) <= 40 and needle in _plain(u.text)) or (bool(numbers) and numbers <= features(u.context).numbers)
+            holds = (bool(needle) and len(needle) <= 40 and needle in plain(u.text)) or (bool(numbers) and numbers <= features(u.context).numbers)
             sim = sims[i]
             others = sorted(sims[:i] + sims[i + 1 :])
             margin = sim - others[len(others) // 2] if len(others) >= 2 and sim >= others[-1] else -1.0

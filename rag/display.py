@@ -3,9 +3,8 @@
 While the model reads its prompt (seconds on a CPU) the user already sees what retrieval found —
 doc · page · best sentence, marked as retrieved, not an answer. On a terminal the status line and
 that evidence are replaced by the answer as it streams; in a pipe or a file nothing is erased, so the
-evidence lines stay, labelled. After the stream come the verified citations; when checking changed
-the text (markers renumbered, sentences dropped, a refusal) the checked text is printed once more,
-labelled, since the citations refer to it.
+evidence lines stay, labelled. Only checked sentences stream (rag.grounding), so the answer is
+printed once, with its final numbers, and then its verified citations.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ QUOTE_CHARS = 200
 STAGES = {
     "rewriting": "making the follow-up question standalone…",
     "retrieving": "searching the documents…",
+    "translating": "translating the question to search the other language…",
     "thinking": "the model is reading the evidence…",
 }
 
@@ -99,11 +99,10 @@ class AnswerPrinter:
     def finish(self, answer: Answer) -> None:
         self._clear()
         self.answer = answer
-        streamed = "".join(self._streamed).strip()
-        if streamed:
+        streamed = "".join(self._streamed)
+        if streamed.strip():
             self._write("\n")
-        if streamed != answer.text.strip():
-            # checking renumbered or dropped markers, or refused: the citations refer to this text
-            self._write(("verified answer: " if streamed else "") + answer.text + "\n")
+        if not answer.text.startswith(streamed):  # pragma: no cover - the pipeline streams only its final text
+            self._write(answer.text + "\n")
         for line in format_citations(answer):
             self._write(line + "\n")

@@ -19,7 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rag.citations import features, question_features, split_sentences
+from rag.text.features import features, question_features
+from rag.text.sentences import split_sentences
 from rag.lang import cjk_ratio
 from rag.records import Hit
 

@@ -21,13 +21,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rag.citations import (
-    _LIST_PREFIX,
-    _SPACED_MARKER_RE,
+from rag.text.features import features, is_refusal, is_short_claim
+from rag.text.sentences import (
+    CLOSERS,
+    LIST_PREFIX,
     MARKER_RE,
-    features,
-    is_refusal,
-    is_short_claim,
+    NESTED_PLACEHOLDER_RE,
+    PLACEHOLDER_RE,
+    SPACED_MARKER_RE,
     parse_markers,
     split_sentences,
 )
@@ -36,10 +37,9 @@ from rag.support import SupportChecker
 from rag.units import numbered
 
 MIN_CLAIM_GRAMS = 3  # fewer content grams, no number, no marker: filler ("Sure.", "是的。")
-_PLACEHOLDER_RE = re.compile(r"[ \t]*[\[【]\s*n\s*[\]】]")  # "[n]" copied from the instructions
-_NESTED_PLACEHOLDER_RE = re.compile(r"\[\s*n\s*(\[\s*\d+\s*\])\s*\]")  # "[n [1]]" -> "[1]"
+_REPEATED_MARKER = re.compile(r"(\[\d+\])(?:\s*\1)+")
 _OPEN_MARKER = re.compile(r"[\[【][^\]】]{0,12}$")  # a marker still being written
-_CLOSERS = "。.!！?？;；:：”’\"')）」』》"
+_ENDING = "。.!！?？;；:：" + CLOSERS  # what an added marker goes in front of
 
 
 def citation_for(unit: EvidenceUnit) -> Citation:
@@ -103,7 +103,7 @@ class Grounder:
     # -- one batch of finished sentences -------------------------------------------------------
 
     def _show(self, text: str) -> str:
-        text = _PLACEHOLDER_RE.sub("", _NESTED_PLACEHOLDER_RE.sub(r"\1", text))
+        text = PLACEHOLDER_RE.sub("", NESTED_PLACEHOLDER_RE.sub(r"\1", text))
         out = ""
         for s, e in split_sentences(text):
             verified = self._sentence(text[s:e])
@@ -128,7 +128,7 @@ class Grounder:
 
     def _sentence(self, sentence: str) -> str | None:
         """The sentence as shown (final markers), "" for filler, None when it is held back."""
-        bare = _LIST_PREFIX.sub("", _SPACED_MARKER_RE.sub("", sentence)).strip()
+        bare = LIST_PREFIX.sub("", SPACED_MARKER_RE.sub("", sentence)).strip()
         if is_refusal(bare):
             self.refusal = True
             return None
@@ -141,7 +141,7 @@ class Grounder:
         out, prev = "", 0
         for a, b, cited in markers:
             claim = MARKER_RE.sub("", sentence[prev:a])
-            if len(features(_LIST_PREFIX.sub("", claim)).grams) < 2:  # "According to [1], ..."
+            if len(features(LIST_PREFIX.sub("", claim)).grams) < 2:  # "According to [1], ..."
                 claim = bare
             given = [self._by_n[n] for n in cited if n in self._by_n]
             self.removed_markers += len(cited) - len(given)
@@ -155,7 +155,7 @@ class Grounder:
                 self.repointed += bool(given)
             out += sentence[prev:a] + "".join(self._cite(u) for u in chosen)
             prev = b
-        return out + sentence[prev:]
+        return _REPEATED_MARKER.sub(r"\1", out + sentence[prev:])  # "[6][6]" -> "[6]"
 
     def _uncited(self, sentence: str, bare: str) -> str | None:
         f = features(bare)
@@ -172,7 +172,7 @@ class Grounder:
             return None
         self.content_sentences += 1
         at = len(sentence)
-        while at > 0 and sentence[at - 1] in _CLOSERS:
+        while at > 0 and sentence[at - 1] in _ENDING:
             at -= 1
         spacer = " " if at and sentence[at - 1].isascii() and sentence[at - 1].isalnum() else ""
         return sentence[:at] + spacer + self._cite(found[0]) + sentence[at:]

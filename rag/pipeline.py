@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from rag.citations import split_sentences
+from rag.crosslingual import merge, other_language, translate_question
+from rag.text.sentences import split_sentences
 from rag.grounding import Grounder, citation_for
 from rag.support import SupportChecker
 from rag.errors import InvalidRequest
@@ -111,6 +112,17 @@ class QAPipeline:
         t = time.perf_counter()
         retrieval = self.retriever.retrieve(standalone, self.settings.retrieval.top_k, flt)
         timings["retrieve"] = time.perf_counter() - t
+        translated = ""
+        target = other_language(lang, retrieval) if self.settings.retrieval.translate and self.generator else None
+        if target is not None:
+            if events:
+                yield Status("translating")
+            t = time.perf_counter()
+            translated = translate_question(standalone, target, self.generator) or ""
+            if translated:
+                again = self.retriever.retrieve(translated, self.settings.retrieval.top_k, flt)
+                retrieval = merge(retrieval, again, self.settings.retrieval.top_k, self.settings.retrieval.rrf_k)
+            timings["translate"] = time.perf_counter() - t
         if events and retrieval.hits and not retrieval.no_evidence:
             yield Retrieved(self.evidence(standalone, retrieval.hits), time.perf_counter() - t0)
             timings["evidence"] = time.perf_counter() - t0
@@ -140,7 +152,8 @@ class QAPipeline:
             yield Status("thinking")
 
         g = self.settings.grounding
-        grounder = Grounder(SupportChecker(standalone, prompt.units, self.embedder, g.bars()), prompt.units, g.auto_cite)
+        checker = SupportChecker(standalone, prompt.units, self.embedder, g.bars(), words_from=translated)
+        grounder = Grounder(checker, prompt.units, g.auto_cite)
         t = first = time.perf_counter()
         pieces: list[str] = []
         stream = self.generator.generate(

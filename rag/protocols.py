@@ -139,6 +139,7 @@ class Retrieval:
     best_score: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     keyword_coverage: float = 0.0  # the best keyword hit's share of the question's content words
+    languages: frozenset[str] = frozenset()  # "zh"/"en": the languages of all candidates, before the cut to k
 
 
 @runtime_checkable

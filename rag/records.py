@@ -156,7 +156,8 @@ class Retrieved:
 
 @dataclass(slots=True)
 class Status:
-    """What an answer is waiting for: "rewriting", "retrieving" or "thinking" (the model's prompt)."""
+    """What an answer is waiting for: "rewriting", "retrieving", "translating" (the question, to search
+    the other language) or "thinking" (the model's prompt)."""
 
     stage: str
 

@@ -101,6 +101,11 @@ class RetrievalSettings(Section):
         description="...unless a top keyword hit holds this share of the question's content words: then there is "
         "evidence whatever the cosine says (calibrated with bench/grounding_calibrate.py on the bench dev questions).",
     )
+    translate: bool = Field(
+        True, description="When some retrieved text is in the other language than the question (English "
+        "question, Chinese pages, or the reverse), let the model translate the question (~1-2 s) and retrieve "
+        "with both (rag/crosslingual.py).",
+    )
     neighbours: int = Field(0, ge=0, le=3, description="Adjacent chunks added around each hit (same document).")
     reranker: str | None = Field(None, description="Local path or name of a cross-encoder reranker (off when unset).")
     hnsw_threshold: int = Field(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.citations import Features, _plain, features, is_short_claim, missing_numbers, question_features, question_names
+from rag.text.features import Features, features, is_short_claim, missing_numbers, plain, question_features, question_names
 from rag.lang import cjk_ratio
 from rag.protocols import Embedder
 from rag.records import EvidenceUnit
@@ -61,6 +61,7 @@ class SupportChecker:
     units: Sequence[EvidenceUnit]
     embedder: Embedder | None
     bars: Bars = field(default_factory=Bars)
+    words_from: str = ""  # the question in the passages' language (rag.crosslingual), when translated
     _asked: Features = field(init=False)
     _allowed: set[str] = field(init=False)
     _names: set[str] = field(init=False)
@@ -70,8 +71,8 @@ class SupportChecker:
     _docs: dict[str, set[str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._asked = question_features(self.question)
-        self._allowed = features(self.question).numbers
+        self._asked = question_features(self.words_from or self.question)
+        self._allowed = features(self.question).numbers | features(self.words_from).numbers
         self._names = question_names(self.question)
 
     # -- features and vectors ------------------------------------------------------------------
@@ -165,11 +166,11 @@ class SupportChecker:
 
     def _short(self, text: str, claim: Features, unit: EvidenceUnit, own: Features, context: Features) -> Verdict:
         """A name or a figure: it stands in the unit, and the unit is about the question."""
-        needle = _plain(text)
+        needle = plain(text)
         if claim.numbers:
             stands = bool(claim.numbers & own.numbers)
         else:
-            stands = len(needle) >= 2 and needle in _plain(unit.text)
+            stands = len(needle) >= 2 and needle in plain(unit.text)
             if not stands and cjk_ratio(unit.text) >= 0.3 and not _HAN.search(text):
                 # a Latin name for a Chinese page cannot be matched by letters: judge its meaning —
                 # the answer must bring the question closer to the unit, not ride on the question

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from rag.citations import features
+from rag.text.features import features
 from rag.errors import CiteqaError
 from rag.evidence import Window
 from rag.records import EvidenceUnit, Hit

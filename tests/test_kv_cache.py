@@ -38,15 +38,22 @@ def test_system_prefix_is_evaluated_once_even_after_unrelated_calls(gen: LlamaCp
     assert zh_again["evaluated_tokens"] <= zh_again["prompt_tokens"] - gen.count_tokens(zh)
 
 
-def test_a_prompt_that_extends_an_earlier_one_evaluates_only_the_new_part(gen: LlamaCppGenerator) -> None:
-    system = "Rewrite the user's last question as one standalone question."
-    turn1 = "Conversation:\nuser: What was ACME's revenue in 2023?\nassistant: $52.4 million [1]."
-    ask(gen, system, turn1)
-    ask(gen, SYSTEM_PROMPTS["en"], "Sources:\nSomething else entirely.\n\nQuestion: Anything?")  # evicts the KV
-    turn2 = turn1 + "\nuser: And its net income?\nassistant: $7.1 million [1].\nLast question: and in 2022?"
-    usage = ask(gen, system, turn2)
-    new_part = gen.count_tokens(turn2) - gen.count_tokens(turn1)
-    assert usage["evaluated_tokens"] <= new_part + 8, usage
+def test_the_same_prompt_is_computed_the_same_way_every_time(gen: LlamaCppGenerator) -> None:
+    """Greedy answers must not depend on what ran before: each prompt restores exactly its system
+    prefix and evaluates the rest in one go, even when the KV cache holds the very same prompt."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPTS["en"]},
+                {"role": "user", "content": "Sources:\n[1] ACME reported revenue of $52.4 million in 2023.\n\nQuestion: What revenue did ACME report?"}]
+    first = gen.generate(messages, max_tokens=24, temperature=0.0)
+    first_usage = dict(gen.last_usage)
+    again = gen.generate(messages, max_tokens=24, temperature=0.0)  # the whole prompt is in the KV cache now
+    again_usage = dict(gen.last_usage)
+    ask(gen, SYSTEM_PROMPTS["zh"], "资料：\n营业收入为3.2亿元。\n\n问题：营业收入是多少？")
+    third = gen.generate(messages, max_tokens=24, temperature=0.0)
+    assert first == again == third
+    prefix = gen._prefixes[SYSTEM_PROMPTS["en"]]
+    assert first_usage["evaluated_tokens"] == first_usage["prompt_tokens"]  # prefix alone, then the rest
+    assert again_usage["evaluated_tokens"] == gen.last_usage["evaluated_tokens"] == again_usage["prompt_tokens"] - prefix
+    assert prefix >= gen.count_tokens(SYSTEM_PROMPTS["en"])
 
 
 def test_restored_prefix_gives_a_working_generation(gen: LlamaCppGenerator) -> None:

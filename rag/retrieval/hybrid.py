@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager, nullcontext
 
-from rag.citations import features, question_features
+from rag.text.features import features, question_features
+from rag.lang import detect_language
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
 from rag.records import Hit
 from rag.retrieval.fusion import drop_near_duplicates, rrf_fuse
@@ -118,7 +119,8 @@ class HybridRetriever:
             no_evidence = (not dense or best < s.min_score) and coverage < s.min_keyword_coverage
         timings["total_ms"] = (time.perf_counter() - start) * 1000
         return Retrieval(
-            hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings, keyword_coverage=coverage
+            hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings, keyword_coverage=coverage,
+            languages=frozenset(detect_language(h.chunk.text) for h in dense + keyword),
         )
 
     def _with_neighbours(self, hits: list[Hit], n: int) -> list[Hit]:

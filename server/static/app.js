@@ -13,7 +13,7 @@ const I18N = {
     pickFiles: "Choose files first.", page: "p.", pages: "pages", chunks: "chunks", remove: "Remove",
     confirmRemove: "Remove this document?", verified: "verified", thinking: "…",
     stage: { loading: "Loading the model (once)…", rewriting: "Understanding the follow-up…",
-      retrieving: "Searching the documents…", thinking: "Reading the evidence…" },
+      retrieving: "Searching the documents…", translating: "Translating the question…", thinking: "Reading the evidence…" },
     retrieved: "Retrieved — not an answer yet", firstToken: "first token", total: "total",
     job: { queued: "queued", running: "ingesting", succeeded: "done", failed: "failed", cancelled: "cancelled" },
     added: "added", updated: "updated", skipped: "unchanged", failedFiles: "failed", cancelJob: "Cancel",
@@ -30,7 +30,7 @@ const I18N = {
     pickFiles: "请先选择文件。", page: "第", pages: "页", chunks: "块", remove: "删除",
     confirmRemove: "删除这个文档？", verified: "已核实", thinking: "…",
     stage: { loading: "正在加载模型（仅首次）…", rewriting: "正在理解追问…",
-      retrieving: "正在检索文档…", thinking: "正在阅读证据…" },
+      retrieving: "正在检索文档…", translating: "正在翻译问题…", thinking: "正在阅读证据…" },
     retrieved: "检索到的内容（还不是答案）", firstToken: "首个字", total: "总计",
     job: { queued: "排队中", running: "入库中", succeeded: "完成", failed: "失败", cancelled: "已取消" },
     added: "新增", updated: "更新", skipped: "未变", failedFiles: "失败", cancelJob: "取消",
@@ -434,7 +434,8 @@ async function ask(question) {
     if (final) {
       if (evidence) evidence.remove();  // the checked answer and its citations take its place
       body.classList.remove("status");
-      renderAnswer(body, final.answer, final.citations);
+      // one numbering: [n] in the text is the n of a citation, or of a passage shown with a refusal
+      renderAnswer(body, final.answer, final.citations.concat(final.evidence || []));
       if (final.refused) msg.classList.add("refused");
       renderCitations(msg, final);
       const timing = document.createElement("div");

@@ -1,14 +1,9 @@
-"""The text layer answers are checked with: sentences, markers, content features, refusals."""
+"""The text layer (rag.text): sentences, markers, content features, refusals."""
 
 from __future__ import annotations
 
-from rag.citations import (
-    features,
-    is_refusal,
-    parse_markers,
-    split_sentences,
-    support,
-)
+from rag.text.features import features, is_refusal, missing_numbers
+from rag.text.sentences import parse_markers, split_sentences
 
 ZH1_TEXT = "江苏爱康太阳能科技股份有限公司成立于2006年3月。公司2008年度无形资产投资1,526.45万元。"
 
@@ -26,10 +21,17 @@ def test_parse_marker_forms() -> None:
 
 def test_chinese_matching_uses_character_ngrams_and_numbers() -> None:
     source = features(ZH1_TEXT)
-    assert support(features("公司2008年无形资产投资为1526.45万元"), source).passes()
-    wrong_number = support(features("公司2008年无形资产投资为1600万元"), source)
-    assert not wrong_number.passes() and wrong_number.missing_numbers == {"1600"}
-    assert not support(features("公司的主要客户是国家电网"), source).passes()
+    claim = features("公司2008年无形资产投资为1526.45万元")
+    assert {"无形", "资产", "1526.45", "2008"} <= claim.grams & source.grams and not missing_numbers(claim, source)
+    assert missing_numbers(features("公司2008年无形资产投资为1600万元"), source) == {"1600"}
+    # a number counts what its unit says: 18 classrooms are not 18 students
+    assert missing_numbers(features("有18名学生"), features("设有18个课室")) == {"18"}
+
+
+def test_a_table_row_is_one_sentence_whatever_its_cells_say() -> None:
+    text = "Intro. Here.\n| Authorized - 400,000 shares; issued | 22 | 23 |\n| ($ in Billions, excl. EPS; x) | 1 |\nAfter."
+    assert [text[a:b] for a, b in split_sentences(text)] == [
+        "Intro.", "Here.", "| Authorized - 400,000 shares; issued | 22 | 23 |", "| ($ in Billions, excl. EPS; x) | 1 |", "After."]
 
 
 def test_refusal_detected_in_both_languages() -> None:

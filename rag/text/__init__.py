@@ -1,0 +1,1 @@
+"""The text layer: sentences and markers (sentences.py), content features (features.py)."""
