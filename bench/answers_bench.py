@@ -336,7 +336,8 @@ def main() -> int:
                     pieces.append(item)
                 elif isinstance(item, Answer):
                     answer = item
-            row = evaluate(q, answer, store, pdf_cache, "".join(pieces))
+            row = evaluate(q, answer, store, pdf_cache, getattr(answer, "draft", "") or "".join(pieces))
+            row["streamed_is_answer"] = "".join(pieces) == answer.text
             rows.append(row)
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()

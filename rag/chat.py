@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rag.pipeline import QAPipeline
 
 HELP = """Commands:
-  /sources     show the passages the last answer was given
+  /sources     show the numbered passages the last answer was given ([n] as it cites them)
   /kb NAME     switch to another knowledge base (clears the conversation)
   /reset       forget the conversation so far
   /help        this text
@@ -85,11 +85,11 @@ class ChatSession:
             self.last = None
             self.say("conversation cleared")
         elif name == "sources":
-            if self.last is None or not self.last.sources:
+            units = [u for u in self.last.units if u.n > 0] if self.last is not None else []
+            if not units:
                 self.say("no sources yet: ask a question first")
-            for i, hit in enumerate(self.last.sources if self.last else [], start=1):
-                chunk = hit.chunk
-                self.say(f"[{i}] {chunk.doc or chunk.doc_id} · p.{chunk.page_start} · score {hit.score:.3f} · {one_line(chunk.text, 160)}")
+            for u in units:  # numbered as the answer cites them
+                self.say(f"[{u.n}] {u.doc} · p.{u.page} · score {u.score:.3f} · {one_line(u.text, 160)}")
         elif name == "kb":
             if not arg:
                 self.say(f"current knowledge base: {self.kb_name} (use /kb NAME to switch)")

@@ -196,6 +196,7 @@ class QAPipeline:
             unsupported=list(dict.fromkeys(grounder.unsupported)),
             question=standalone,
             units=prompt.units,
+            draft=raw,
         )
         if not grounder.citations:
             answer.refused = True

@@ -3,7 +3,7 @@
 Layout (chosen so llama.cpp can reuse the KV cache of the prefix across questions):
 
     system:  fixed instructions for the question's language — byte-identical on every call
-    user:    <source doc="..." page="3">\n[1] a sentence\n[2] the next one\n</source> ... then the question
+    user:    <source doc="..." page="3">\nA sentence. [1] The next one. [2]\n</source> ... then the question
 
 The numbers are evidence units (rag.units), not chunks: the model cites the sentence it used.
 
@@ -156,5 +156,16 @@ def build_prompt(
 
 
 def _unit_lines(units: Sequence[EvidenceUnit]) -> str:
-    """One line per unit: "[n] text" for citable units, the bare text for headings and header rows."""
-    return "\n".join(f"[{u.n}] {u.text.strip()}" if u.n else u.text.strip() for u in units)
+    """The units of one source as running text, each followed by its number — "fact [n]", the way an
+    answer cites it (a number in front invites the model to copy "[1] ..." as its answer). Table
+    rows, headings and list items keep their own lines; headings and header rows get no number."""
+    out = ""
+    for u in units:
+        body = u.text.strip()
+        wide = bool(body) and ord(body[-1]) > 0x2E7F  # ends in a Han character or full-width mark: no space
+        text = body + ((f"[{u.n}]" if wide else f" [{u.n}]") if u.n else "")
+        joined = out and not out.endswith("\n") and u.kind == "sentence"
+        out += (("" if ord(out[-1]) > 0x2E7F else " ") if joined else ("\n" if out else "")) + text
+        if u.kind in ("heading", "header", "row", "item"):
+            out += "\n"
+    return out.strip()

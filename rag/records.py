@@ -109,6 +109,7 @@ class Answer:
     units: list[EvidenceUnit] = field(default_factory=list)  # what the prompt numbered: [n] = units[n-1]
     # refused, but retrieval found strong evidence: the best units, shown as passages (not an answer)
     evidence: list[Citation] = field(default_factory=list)
+    draft: str = ""  # what the model wrote, before checking (for evaluation; never shown as the answer)
 
 
 @dataclass(slots=True)

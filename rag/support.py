@@ -23,13 +23,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.text.features import Features, features, is_short_claim, missing_numbers, plain, question_features, question_names
+from rag.store.analyzer import stem
+from rag.text.features import EN_STOP, Features, features, is_short_claim, missing_numbers, plain, question_features, question_names
 from rag.lang import cjk_ratio
 from rag.protocols import Embedder
 from rag.records import EvidenceUnit
 
 
 _HAN = re.compile(r"[\u3400-\u9fff]")
+_TECHNICAL = re.compile(r"\b(?:[A-Za-z]+[a-z][A-Z][A-Za-z]*|[A-Z]{2,}[A-Za-z]*|[A-Za-z]+\d[\w]*)\b")  # LilyPond, CUPS, mp3
+
+
+def technical_names(text: str) -> set[str]:
+    """Names a translation keeps as they are: inner capitals, acronyms, names with digits."""
+    return {stem(m.lower()) for m in _TECHNICAL.findall(text)} - EN_STOP
 NAME_GRAMS = 3  # an English claim about a Chinese page this short is a name, judged with the question
 
 
@@ -146,8 +153,11 @@ class SupportChecker:
         # numbers the question gave say nothing about where the answer is: they need only be nearby
         if missing_numbers(claim, own, self._allowed & context.numbers):
             return Verdict(False, reason="numbers")
-        if latin and not question_names(claim_text) <= context.grams | self._doc_grams(unit.doc_id):
-            return Verdict(False, reason="names")  # "Springfield, Illinois": a place no passage names
+        names = technical_names(claim_text) | (question_names(claim_text) if latin else set())
+        if not names <= context.grams | self._doc_grams(unit.doc_id):
+            # "Springfield, Illinois": a place no passage names; "LilyPond" on a Chinese page that never
+            # mentions it (a Chinese page spells "Zou" its own way, but keeps "LilyPond" as it is)
+            return Verdict(False, reason="names")
         if is_short_claim(claim) and self._asked.grams and not (cross and len(claim.grams - claim.numbers) > NAME_GRAMS):
             return self._short(claim_text, claim, unit, own, context)
         # numbers were checked above; the words must back the rest: a row with the right year and

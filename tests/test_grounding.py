@@ -64,7 +64,7 @@ def test_prompt_numbers_units_in_rank_order_and_skips_headings() -> None:
     p = build_prompt("无形资产投资多少？", [ZH1, ZH2], words, context_tokens=4096, max_answer_tokens=256, page_text=page_text)
     user = p.messages[1]["content"]
     assert [u.n for u in p.units] == [1, 2, 3, 4]
-    assert "[2] 公司2008年度无形资产投资1,526.45万元。" in user and "[4] 公司法定代表人为邹承慧先生。" in user
+    assert "成立于2006年3月。[1] 公司2008年度无形资产投资1,526.45万元。[2]" in user and "公司法定代表人为邹承慧先生。[4]" in user
     assert user.index("[1]") < user.index("[2]") < user.index("[3]") < user.index("[4]")
     assert [(u.page, u.char_start) for u in p.units[:2]] == [(1, 9), (1, 9 + len("江苏爱康太阳能科技股份有限公司成立于2006年3月。"))]
     assert unit_kind("第一节 公司简介") == unit_kind("4.") == unit_kind("Item 2.") == "heading"

@@ -24,8 +24,8 @@ def test_units_numbered_in_rank_order_under_their_doc_and_page() -> None:
     hits = [make_hit(1, "Revenue was $5 million. It rose by half in 2023.", page=3), make_hit(2, "Costs rose sharply.", doc="b.pdf", page=7)]
     p = build_prompt("What was revenue?", hits, words, context_tokens=2048, max_answer_tokens=256)
     user = p.messages[1]["content"]
-    assert '<source doc="report.pdf" page="3">\n[1] Revenue was $5 million.\n[2] It rose by half in 2023.\n</source>' in user
-    assert '<source doc="b.pdf" page="7">\n[3] Costs rose sharply.\n</source>' in user
+    assert '<source doc="report.pdf" page="3">\nRevenue was $5 million. [1] It rose by half in 2023. [2]\n</source>' in user
+    assert '<source doc="b.pdf" page="7">\nCosts rose sharply. [3]\n</source>' in user
     assert user.index("[1]") < user.index("[3]") < user.index("Question: What was revenue?")
     assert p.sources == hits and p.lang == "en" and [u.n for u in p.units] == [1, 2, 3]
     assert not any(u.citable for u in p.units)  # no page text given: numbered, but never quotable
