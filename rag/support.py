@@ -31,11 +31,11 @@ from rag.records import EvidenceUnit
 
 
 _HAN = re.compile(r"[\u3400-\u9fff]")
-_TECHNICAL = re.compile(r"\b(?:[A-Za-z]+[a-z][A-Z][A-Za-z]*|[A-Z]{2,}[A-Za-z]*|[A-Za-z]+\d[\w]*)\b")  # LilyPond, CUPS, mp3
+_TECHNICAL = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z][A-Za-z]*|[A-Z]{2,}[A-Za-z]*)\b")  # LilyPond, MusicXML, CUPS
 
 
 def technical_names(text: str) -> set[str]:
-    """Names a translation keeps as they are: inner capitals, acronyms, names with digits."""
+    """Names a translation keeps as they are: inner capitals, acronyms."""
     return {stem(m.lower()) for m in _TECHNICAL.findall(text)} - EN_STOP
 NAME_GRAMS = 3  # an English claim about a Chinese page this short is a name, judged with the question
 
@@ -72,6 +72,7 @@ class SupportChecker:
     _asked: Features = field(init=False)
     _allowed: set[str] = field(init=False)
     _names: set[str] = field(init=False)
+    _given: set[str] = field(init=False)
     _feats: dict[str, tuple[Features, Features]] = field(init=False, default_factory=dict)
     _vectors: dict[str, np.ndarray] = field(init=False, default_factory=dict)
     _anchor_grams: set[str] | None = field(init=False, default=None)
@@ -81,6 +82,8 @@ class SupportChecker:
         self._asked = question_features(self.words_from or self.question)
         self._allowed = features(self.question).numbers | features(self.words_from).numbers
         self._names = question_names(self.question)
+        # names the question itself uses need not be shown again ("PDF" in "R's PDF manuals")
+        self._given = features(self.question).grams | features(self.words_from).grams
 
     # -- features and vectors ------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class SupportChecker:
         if missing_numbers(claim, own, self._allowed & context.numbers):
             return Verdict(False, reason="numbers")
         names = technical_names(claim_text) | (question_names(claim_text) if latin else set())
-        if not names <= context.grams | self._doc_grams(unit.doc_id):
+        if not names - self._given <= context.grams | self._doc_grams(unit.doc_id):
             # "Springfield, Illinois": a place no passage names; "LilyPond" on a Chinese page that never
             # mentions it (a Chinese page spells "Zou" its own way, but keeps "LilyPond" as it is)
             return Verdict(False, reason="names")

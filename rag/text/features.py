@@ -105,7 +105,7 @@ def plain(text: str) -> str:
     return "".join(re.findall(r"\w", MARKER_RE.sub("", text))).lower()
 
 
-_NAME = re.compile(r"(?<=[\w,;:'’\"”)] )[A-Z][a-z]+")  # a capitalised word not starting its sentence
+_NAME = re.compile(r"(?<=[\w,;:'’\"”)] )[A-Z][a-z]+\b")  # a capitalised word not starting its sentence
 
 
 def question_features(question: str) -> Features:
