@@ -72,7 +72,6 @@ class SupportChecker:
     _asked: Features = field(init=False)
     _allowed: set[str] = field(init=False)
     _names: set[str] = field(init=False)
-    _given: set[str] = field(init=False)
     _feats: dict[str, tuple[Features, Features]] = field(init=False, default_factory=dict)
     _vectors: dict[str, np.ndarray] = field(init=False, default_factory=dict)
     _anchor_grams: set[str] | None = field(init=False, default=None)
@@ -82,8 +81,6 @@ class SupportChecker:
         self._asked = question_features(self.words_from or self.question)
         self._allowed = features(self.question).numbers | features(self.words_from).numbers
         self._names = question_names(self.question)
-        # names the question itself uses need not be shown again ("PDF" in "R's PDF manuals")
-        self._given = features(self.question).grams | features(self.words_from).grams
 
     # -- features and vectors ------------------------------------------------------------------
 
@@ -157,7 +154,7 @@ class SupportChecker:
         if missing_numbers(claim, own, self._allowed & context.numbers):
             return Verdict(False, reason="numbers")
         names = technical_names(claim_text) | (question_names(claim_text) if latin else set())
-        if not names - self._given <= context.grams | self._doc_grams(unit.doc_id):
+        if not names <= context.grams | self._doc_grams(unit.doc_id):
             # "Springfield, Illinois": a place no passage names; "LilyPond" on a Chinese page that never
             # mentions it (a Chinese page spells "Zou" its own way, but keeps "LilyPond" as it is)
             return Verdict(False, reason="names")
