@@ -34,6 +34,7 @@ import re
 import statistics
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def load_unseen() -> list[dict[str, Any]]:
 
 
 def _norm(text: str) -> str:
-    return "".join(re.findall(r"\w", text)).lower()
+    """Letters and digits only, NFKC-folded: a PDF's "ﬀ" ligature is the "ff" a reader searches for."""
+    return "".join(re.findall(r"\w", unicodedata.normalize("NFKC", text))).lower()
 
 
 SCORING = _scoring()
@@ -133,10 +135,11 @@ def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]], 
             pdf_cache[c.doc] = pdf_pages(c.doc)
         pages = pdf_cache[c.doc]
         on_pdf = 1 <= c.page <= len(pages) and _norm(c.quote) in pages[c.page - 1]
+        no_text_layer = 1 <= c.page <= len(pages) and len(pages[c.page - 1]) < 80  # an OCR'd page: nothing to compare
         cites.append(
             {
                 "n": c.n, "doc": c.doc, "page": c.page, "quote": c.quote, "char_start": c.char_start,
-                "char_end": c.char_end, "exact_on_page": exact, "on_pdf_page": on_pdf,
+                "char_end": c.char_end, "exact_on_page": exact, "on_pdf_page": on_pdf, "pdf_page_has_no_text": no_text_layer,
                 "evidence_page": (c.doc == q["doc"] and c.page in evidence) if evidence else None,
             }
         )
