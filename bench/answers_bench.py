@@ -138,8 +138,15 @@ def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]], 
         no_text_layer = 1 <= c.page <= len(pages) and len(pages[c.page - 1]) < 80  # an OCR'd page: nothing to compare
         cites.append(
             {
-                "n": c.n, "doc": c.doc, "page": c.page, "quote": c.quote, "char_start": c.char_start,
-                "char_end": c.char_end, "exact_on_page": exact, "on_pdf_page": on_pdf, "pdf_page_has_no_text": no_text_layer,
+                "n": c.n,
+                "doc": c.doc,
+                "page": c.page,
+                "quote": c.quote,
+                "char_start": c.char_start,
+                "char_end": c.char_end,
+                "exact_on_page": exact,
+                "on_pdf_page": on_pdf,
+                "pdf_page_has_no_text": no_text_layer,
                 "evidence_page": (c.doc == q["doc"] and c.page in evidence) if evidence else None,
             }
         )
@@ -147,12 +154,25 @@ def evaluate(q: dict[str, Any], answer, store, pdf_cache: dict[str, list[str]], 
     doc_lang = q.get("doc_language") or ("zh" if q["doc"].startswith("cmrc") else "en")
     score = SCORING.correctness(answer.text, gold, refused=answer.refused) if q["kind"] == "answerable" else {}
     return {
-        "pair": f"{q.get('language')}->{doc_lang}", "correct": score.get("correct"), "f1": score.get("f1"),
+        "pair": f"{q.get('language')}->{doc_lang}",
+        "correct": score.get("correct"),
+        "f1": score.get("f1"),
         "numbers_match": score.get("numbers_match"),
         "evidence_shown": len(getattr(answer, "evidence", []) or []),
-        "id": q["id"], "language": q.get("language"), "kind": q["kind"], "set": q.get("set", ""), "question": q["question"], "doc": q["doc"],
-        "gold": gold[:300], "raw": raw, "answer": answer.text, "refused": answer.refused, "citations": cites,
-        "unsupported": answer.unsupported, "sources": sources, "evidence_retrieved": retrieved,
+        "id": q["id"],
+        "language": q.get("language"),
+        "kind": q["kind"],
+        "set": q.get("set", ""),
+        "question": q["question"],
+        "doc": q["doc"],
+        "gold": gold[:300],
+        "raw": raw,
+        "answer": answer.text,
+        "refused": answer.refused,
+        "citations": cites,
+        "unsupported": answer.unsupported,
+        "sources": sources,
+        "evidence_retrieved": retrieved,
         "gold_in_answer": bool(gold) and len(gold) <= 40 and _norm(gold) in _norm(answer.text),
         "timings": answer.timings,
     }
@@ -181,7 +201,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if not values:
             return None
         p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
-        return {"mean": round(statistics.mean(values), 2), "median": round(statistics.median(values), 2), "p95": round(p95, 2), "n": len(values)}
+        return {
+            "mean": round(statistics.mean(values), 2),
+            "median": round(statistics.median(values), 2),
+            "p95": round(p95, 2),
+            "n": len(values),
+        }
 
     out: dict[str, Any] = {
         "questions": len(rows),
@@ -202,8 +227,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "answerable_with_evidence_retrieved": len(with_ev),
         "false_refusal_rate_evidence_retrieved": share(sum(r["refused"] for r in with_ev), len(with_ev)),
         "refusal_rate_answerable_all": share(sum(r["refused"] for r in ans), len(ans)),
-        "gold_short_answer_in_text": share(sum(r["gold_in_answer"] for r in ans), sum(len(r["gold"]) <= 40 for r in ans)),
-        "unsupported_sentences_per_answer": round(statistics.mean([len(r["unsupported"]) for r in rows]), 3) if rows else None,
+        "gold_short_answer_in_text": share(
+            sum(r["gold_in_answer"] for r in ans), sum(len(r["gold"]) <= 40 for r in ans)
+        ),
+        "unsupported_sentences_per_answer": round(statistics.mean([len(r["unsupported"]) for r in rows]), 3)
+        if rows
+        else None,
         "first_token_s": stat("first_token"),
         "decode_tokens_per_s": stat("decode_tokens_per_s"),
         "prefill_ms_per_prompt_token": stat("prefill_ms_per_token"),
@@ -217,11 +246,15 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     answered = [r for r in ans if r["citations"] and not r["refused"]]
     out["correct"] = share(sum(bool(r.get("correct")) for r in ans), len(ans))
     out["correct_of_answered"] = share(sum(bool(r.get("correct")) for r in answered), len(answered))
-    out["refusals_with_passages_shown"] = share(sum(bool(r.get("evidence_shown")) for r in rows if r["refused"]), sum(r["refused"] for r in rows))
+    out["refusals_with_passages_shown"] = share(
+        sum(bool(r.get("evidence_shown")) for r in rows if r["refused"]), sum(r["refused"] for r in rows)
+    )
     out["unanswerable_with_passages_shown"] = share(sum(bool(r.get("evidence_shown")) for r in una), len(una))
     for lang in ("zh", "en"):
         sub = [r for r in ans if r["language"] == lang]
-        out[f"answers_with_verified_citation_{lang}"] = share(sum(bool(r["citations"]) and not r["refused"] for r in sub), len(sub))
+        out[f"answers_with_verified_citation_{lang}"] = share(
+            sum(bool(r["citations"]) and not r["refused"] for r in sub), len(sub)
+        )
     pairs: dict[str, Any] = {}
     for pair in sorted({r.get("pair", "?") for r in rows}):
         sub = [r for r in ans if r.get("pair") == pair]
@@ -230,11 +263,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         sub_un = [r for r in una if r.get("pair") == pair]
         sub_c = [c for r in rows if r.get("pair") == pair and not r["refused"] for c in r["citations"]]
         pairs[pair] = {
-            "answerable": len(sub), "answered_with_verified_citation": share(len(sub_ok), len(sub)),
+            "answerable": len(sub),
+            "answered_with_verified_citation": share(len(sub_ok), len(sub)),
             "correct": share(sum(bool(r.get("correct")) for r in sub), len(sub)),
             "correct_of_answered": share(sum(bool(r.get("correct")) for r in sub_ok), len(sub_ok)),
             "false_refusal_evidence_retrieved": share(sum(r["refused"] for r in sub_ev), len(sub_ev)),
-            "unanswerable": len(sub_un), "refusal_unanswerable": share(sum(r["refused"] for r in sub_un), len(sub_un)),
+            "unanswerable": len(sub_un),
+            "refusal_unanswerable": share(sum(r["refused"] for r in sub_un), len(sub_un)),
             "citations_on_pdf_page": share(sum(c["on_pdf_page"] for c in sub_c), len(sub_c)),
         }
     out["by_pair"] = pairs
@@ -255,7 +290,9 @@ def write_summary(rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", choices=["bench", "unseen"], default="bench", help="question set (see above)")
-    parser.add_argument("--code", type=Path, default=REPO, help="checkout whose rag package answers (default: this one)")
+    parser.add_argument(
+        "--code", type=Path, default=REPO, help="checkout whose rag package answers (default: this one)"
+    )
     parser.add_argument("--zh", type=int, default=30, help="answerable Chinese questions")
     parser.add_argument("--en", type=int, default=20, help="answerable English questions")
     parser.add_argument("--models-dir", type=Path, default=REPO / "indexes" / "_models")
@@ -264,7 +301,9 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=None, help="sources per prompt (default: settings, 6)")
     parser.add_argument("--max-answer-tokens", type=int, default=None, help="default: settings, 384")
     parser.add_argument(
-        "--context-budget", type=int, default=None,
+        "--context-budget",
+        type=int,
+        default=None,
         help="prompt tokens in all (default: settings, 600); 0 = whole chunks, the prompt before evidence windows",
     )
     parser.add_argument("--tag", default="", help="suffix for the output files, to keep configurations apart")
@@ -278,21 +317,29 @@ def main() -> int:
         import subprocess
 
         KB, DOC_DIR = "answers_unseen", UNSEEN_DOCS
-        subprocess.run([sys.executable, str(UNSEEN / "fetch.py"), "--dest", str(UNSEEN_DOCS)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(UNSEEN / "fetch.py"), "--dest", str(UNSEEN_DOCS)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         questions = load_unseen()
     else:
         questions = load_questions(args.zh, args.en)
     names = sorted({q["doc"] for q in questions}) if args.set == "unseen" else ZH_DOCS + EN_DOCS
     if args.summarize:
         rows = [json.loads(line) for line in (OUT / f"{STEM}.jsonl").open(encoding="utf-8") if line.strip()]
-        print(json.dumps(write_summary(rows, {"model": "qwen2.5-coder-1.5b", "rows": len(rows)}), ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                write_summary(rows, {"model": "qwen2.5-coder-1.5b", "rows": len(rows)}), ensure_ascii=False, indent=2
+            )
+        )
         return 0
 
     from rag.embedders import make_embedder
     from rag.kb import open_kb
     from rag.llm import make_generator
-    from rag.llm.models import prepare_qwen
     from rag.llm.build_info import llama_build
+    from rag.llm.models import prepare_qwen
     from rag.pipeline import QAPipeline
     from rag.records import Answer
     from rag.settings import apply_offline_defaults, load_settings
@@ -302,8 +349,11 @@ def main() -> int:
     model = prepare_qwen(args.models_dir)
     settings = load_settings(
         overrides={
-            "paths.home": args.home, "llm.name": str(model), "llm.threads": args.threads,
-            "retrieval.top_k": args.top_k, "llm.max_answer_tokens": args.max_answer_tokens,
+            "paths.home": args.home,
+            "llm.name": str(model),
+            "llm.threads": args.threads,
+            "retrieval.top_k": args.top_k,
+            "llm.max_answer_tokens": args.max_answer_tokens,
             "llm.context_budget": args.context_budget,
         }
     )
@@ -312,10 +362,19 @@ def main() -> int:
     t = time.perf_counter()
     ingest_summary = ingest(settings, embedder, store, names)
     extra: dict[str, Any] = {
-        "set": args.set, "code": str(CODE), "model": model.name, "embedder": embedder.id, "ingest": ingest_summary, "ingest_s": round(time.perf_counter() - t, 1),
-        "settings": {"top_k": settings.retrieval.top_k, "min_score": settings.retrieval.min_score,
-                     "context_tokens": settings.llm.context_tokens, "max_answer_tokens": settings.llm.max_answer_tokens,
-                     "context_budget": settings.llm.context_budget},
+        "set": args.set,
+        "code": str(CODE),
+        "model": model.name,
+        "embedder": embedder.id,
+        "ingest": ingest_summary,
+        "ingest_s": round(time.perf_counter() - t, 1),
+        "settings": {
+            "top_k": settings.retrieval.top_k,
+            "min_score": settings.retrieval.min_score,
+            "context_tokens": settings.llm.context_tokens,
+            "max_answer_tokens": settings.llm.max_answer_tokens,
+            "context_budget": settings.llm.context_budget,
+        },
     }
     print("ingested", json.dumps(extra, ensure_ascii=False), flush=True)
     results = OUT / f"{STEM}.jsonl"

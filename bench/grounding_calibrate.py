@@ -56,7 +56,13 @@ def describe(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     v = sorted(values)
-    return {"n": len(v), "min": round(v[0], 3), "p10": round(v[len(v) // 10], 3), "median": round(statistics.median(v), 3), "max": round(v[-1], 3)}
+    return {
+        "n": len(v),
+        "min": round(v[0], 3),
+        "p10": round(v[len(v) // 10], 3),
+        "median": round(statistics.median(v), 3),
+        "max": round(v[-1], 3),
+    }
 
 
 def main() -> int:
@@ -64,13 +70,13 @@ def main() -> int:
     parser.add_argument("--home", type=Path, required=True, help="citeqa home holding the answers_bench knowledge base")
     args = parser.parse_args()
 
-    from rag.text.features import features, plain
     from rag.embedders import make_embedder
     from rag.kb import open_kb
     from rag.prompting import build_prompt
     from rag.retrieval import make_retriever
     from rag.settings import apply_offline_defaults, load_settings
     from rag.support import SupportChecker
+    from rag.text.features import features, plain
 
     apply_offline_defaults()
     settings = load_settings(overrides={"paths.home": args.home})
@@ -93,8 +99,12 @@ def main() -> int:
         if not r.hits:
             continue
         prompt = build_prompt(
-            q["question"], r.hits, embedder.count_tokens, context_tokens=settings.llm.context_tokens,
-            max_answer_tokens=settings.llm.max_answer_tokens, context_budget=settings.llm.context_budget,
+            q["question"],
+            r.hits,
+            embedder.count_tokens,
+            context_tokens=settings.llm.context_tokens,
+            max_answer_tokens=settings.llm.max_answer_tokens,
+            context_budget=settings.llm.context_budget,
             page_text=store.page_text,
         )
         units = [u for u in prompt.units if u.n > 0]
@@ -112,7 +122,9 @@ def main() -> int:
         sims = [checker.similarity(answer, u) or 0.0 for u in units]
         for i, (u, (_, qsim)) in enumerate(zip(units, rel)):
             on_gold = u.doc == q["doc"] and u.page in gold_pages
-            holds = (bool(needle) and len(needle) <= 40 and needle in plain(u.text)) or (bool(numbers) and numbers <= features(u.context).numbers)
+            holds = (bool(needle) and len(needle) <= 40 and needle in plain(u.text)) or (
+                bool(numbers) and numbers <= features(u.context).numbers
+            )
             sim = sims[i]
             others = sorted(sims[:i] + sims[i + 1 :])
             margin = sim - others[len(others) // 2] if len(others) >= 2 and sim >= others[-1] else -1.0
@@ -128,8 +140,11 @@ def main() -> int:
     semantic = bar_at(neg, NEGATIVE_PASS)
     # the margin bar: the lowest that keeps negatives passing either signal within NEGATIVE_PASS_EITHER
     margin = next(
-        (round(d, 4) for d in sorted({MIN_MARGIN, *(m + 1e-4 for m in m_neg if m >= MIN_MARGIN)})
-         if sum(a >= semantic or b >= d for a, b in zip(neg, m_neg)) <= NEGATIVE_PASS_EITHER * len(neg)),
+        (
+            round(d, 4)
+            for d in sorted({MIN_MARGIN, *(m + 1e-4 for m in m_neg if m >= MIN_MARGIN)})
+            if sum(a >= semantic or b >= d for a, b in zip(neg, m_neg)) <= NEGATIVE_PASS_EITHER * len(neg)
+        ),
         1.0,
     )
     question_semantic = bar_at(q_neg, NEGATIVE_PASS)
@@ -142,30 +157,67 @@ def main() -> int:
             "dense_best": {k: describe(v) for k, v in dense.items()},
             "keyword_coverage": {k: describe(v) for k, v in coverage.items()},
             "min_keyword_coverage": min_keyword_coverage,
-            "answerable_refused_old_floor": share_at_least([-d for d in dense["answerable"]], -settings.retrieval.min_score + 1e-9),
+            "answerable_refused_old_floor": share_at_least(
+                [-d for d in dense["answerable"]], -settings.retrieval.min_score + 1e-9
+            ),
             "answerable_refused_new_floor": round(
-                sum(d < settings.retrieval.min_score and c < min_keyword_coverage for d, c in zip(dense["answerable"], coverage["answerable"]))
-                / max(1, len(dense["answerable"])), 3),
+                sum(
+                    d < settings.retrieval.min_score and c < min_keyword_coverage
+                    for d, c in zip(dense["answerable"], coverage["answerable"])
+                )
+                / max(1, len(dense["answerable"])),
+                3,
+            ),
             "unanswerable_refused_new_floor": round(
-                sum(d < settings.retrieval.min_score and c < min_keyword_coverage for d, c in zip(dense["unanswerable"], coverage["unanswerable"]))
-                / max(1, len(dense["unanswerable"])), 3),
+                sum(
+                    d < settings.retrieval.min_score and c < min_keyword_coverage
+                    for d, c in zip(dense["unanswerable"], coverage["unanswerable"])
+                )
+                / max(1, len(dense["unanswerable"])),
+                3,
+            ),
         },
-        "claim_support": {"positives": describe(pos), "negatives": describe(neg), "semantic": semantic,
-                          "positives_passing": share_at_least(pos, semantic),
-                          "margin": margin, "margin_positives": describe(m_pos), "margin_negatives": describe(m_neg),
-                          "positives_passing_margin": share_at_least(m_pos, margin),
-                          "positives_passing_either": share_at_least([max(a >= semantic, b >= margin) for a, b in zip(pos, m_pos)], 1),
-                          "negatives_passing_either": share_at_least([max(a >= semantic, b >= margin) for a, b in zip(neg, m_neg)], 1)},
-        "question_relevance": {"positives": describe(q_pos), "negatives": describe(q_neg), "question_semantic": question_semantic,
-                               "positives_passing": share_at_least(q_pos, question_semantic)},
+        "claim_support": {
+            "positives": describe(pos),
+            "negatives": describe(neg),
+            "semantic": semantic,
+            "positives_passing": share_at_least(pos, semantic),
+            "margin": margin,
+            "margin_positives": describe(m_pos),
+            "margin_negatives": describe(m_neg),
+            "positives_passing_margin": share_at_least(m_pos, margin),
+            "positives_passing_either": share_at_least(
+                [max(a >= semantic, b >= margin) for a, b in zip(pos, m_pos)], 1
+            ),
+            "negatives_passing_either": share_at_least(
+                [max(a >= semantic, b >= margin) for a, b in zip(neg, m_neg)], 1
+            ),
+        },
+        "question_relevance": {
+            "positives": describe(q_pos),
+            "negatives": describe(q_neg),
+            "question_semantic": question_semantic,
+            "positives_passing": share_at_least(q_pos, question_semantic),
+        },
         "passages": {
             "best_unit_similarity": {k: describe(v) for k, v in best_unit_sim.items()},
             "best_unit_coverage": {k: describe(v) for k, v in best_unit_cov.items()},
-            "passage_semantic": passage_semantic, "passage_lexical": passage_lexical,
+            "passage_semantic": passage_semantic,
+            "passage_lexical": passage_lexical,
             "answerable_shown": share_at_least(
-                [max(s >= passage_semantic, c >= passage_lexical) for s, c in zip(best_unit_sim["answerable"], best_unit_cov["answerable"])], 1),
+                [
+                    max(s >= passage_semantic, c >= passage_lexical)
+                    for s, c in zip(best_unit_sim["answerable"], best_unit_cov["answerable"])
+                ],
+                1,
+            ),
             "unanswerable_shown": share_at_least(
-                [max(s >= passage_semantic, c >= passage_lexical) for s, c in zip(best_unit_sim["unanswerable"], best_unit_cov["unanswerable"])], 1),
+                [
+                    max(s >= passage_semantic, c >= passage_lexical)
+                    for s, c in zip(best_unit_sim["unanswerable"], best_unit_cov["unanswerable"])
+                ],
+                1,
+            ),
         },
     }
     OUT.mkdir(parents=True, exist_ok=True)

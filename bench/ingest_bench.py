@@ -144,8 +144,11 @@ def run_citeqa(paths: Sequence[Path], home: Path, workers: int | None) -> dict[s
         now = time.perf_counter()
         if now - last[0] > 60 or p.phase == "done":
             last[0] = now
-            print(f"  [{p.files_done}/{p.files_total}] {p.pages} pages {p.chunks} chunks "
-                  f"{p.chunks_per_s:.2f} chunks/s eta {p.eta_s}", flush=True)
+            print(
+                f"  [{p.files_done}/{p.files_total}] {p.pages} pages {p.chunks} chunks "
+                f"{p.chunks_per_s:.2f} chunks/s eta {p.eta_s}",
+                flush=True,
+            )
 
     with RssSampler() as rss:
         t0 = time.perf_counter()
@@ -187,7 +190,11 @@ def run_embed_alone(embedder: Any, texts: list[str], batch: int) -> dict[str, An
     for i in range(0, len(unique), batch):
         embedder.embed_documents(unique[i : i + batch])
     wall = time.perf_counter() - t0
-    return {"texts": len(unique), "wall_s": round(wall, 2), "texts_per_s": round(len(unique) / wall, 3) if wall else 0.0}
+    return {
+        "texts": len(unique),
+        "wall_s": round(wall, 2),
+        "texts_per_s": round(len(unique) / wall, 3) if wall else 0.0,
+    }
 
 
 def run_langchain(paths: Sequence[Path], embedder: Any) -> dict[str, Any]:
@@ -233,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-doc", action="store_true", help="Ingest each document alone (pages/s, chunks/s per doc).")
     ap.add_argument("--skip-langchain", action="store_true")
     ap.add_argument("--skip-embed-alone", action="store_true")
-    ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench/out/ingest_bench[_per_doc].json).")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="JSON output (default bench/out/ingest_bench[_per_doc].json)."
+    )
     args = ap.parse_args(argv)
 
     from rag.settings import apply_offline_defaults
@@ -261,8 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"citeqa ingest {doc.name} ...", flush=True)
                 r = run_citeqa([doc], tmpdir / f"home{i}", args.workers)
                 rows.append({k: v for k, v in r.items() if not k.startswith("_")} | {"document": doc.name})
-                print(f"  {r['pages']} pages, {r['chunks']} chunks in {r['wall_s']} s: "
-                      f"{r['pages_per_s']} pages/s, {r['chunks_per_s']} chunks/s", flush=True)
+                print(
+                    f"  {r['pages']} pages, {r['chunks']} chunks in {r['wall_s']} s: "
+                    f"{r['pages_per_s']} pages/s, {r['chunks_per_s']} chunks/s",
+                    flush=True,
+                )
             result["per_doc"] = rows
         else:
             print("citeqa ingest ...", flush=True)
@@ -273,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.skip_embed_alone:
                 print("embedding the same chunks alone ...", flush=True)
                 alone = run_embed_alone(embedder, texts, batch)
-                alone["ratio_ingest_over_embed_alone"] = round(ours["wall_s"] / alone["wall_s"], 3) if alone["wall_s"] else None
+                alone["ratio_ingest_over_embed_alone"] = (
+                    round(ours["wall_s"] / alone["wall_s"], 3) if alone["wall_s"] else None
+                )
                 result["embed_alone"] = alone
                 print(json.dumps(alone, indent=1), flush=True)
             if not args.skip_langchain:

@@ -53,9 +53,7 @@ def main() -> None:
     store = open_kb(settings, KB, embedder)
     present = {Path(d.source).name for d in store.list_documents()}
     names = {p.name for p in _docs(False)} & present
-    questions = [
-        q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names
-    ]
+    questions = [q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names]
 
     margins: dict[str, list[float]] = {}
 
@@ -85,9 +83,7 @@ def main() -> None:
 
     answerable = np.array(groups["answerable_en"] + groups["answerable_zh"])
     off = np.array(groups["off_topic_en"] + groups["off_topic_zh"])
-    floor = float(
-        np.floor(np.quantile(answerable, 0.03) * 100) / 100
-    )  # keep >= 97% of answerable questions
+    floor = float(np.floor(np.quantile(answerable, 0.03) * 100) / 100)  # keep >= 97% of answerable questions
     summary = {
         name: {
             "n": len(v),
@@ -105,12 +101,8 @@ def main() -> None:
         "chosen_floor": floor,
         "answerable_below_floor": float((answerable < floor).mean()),
         "off_topic_below_floor": float((off < floor).mean()),
-        "off_topic_en_below_floor": float(
-            (np.array(groups["off_topic_en"]) < floor).mean()
-        ),
-        "off_topic_zh_below_floor": float(
-            (np.array(groups["off_topic_zh"]) < floor).mean()
-        ),
+        "off_topic_en_below_floor": float((np.array(groups["off_topic_en"]) < floor).mean()),
+        "off_topic_zh_below_floor": float((np.array(groups["off_topic_zh"]) < floor).mean()),
         "margin": {
             name: {"min": min(v), "p5": float(np.quantile(v, 0.05)), "median": float(np.median(v)), "max": max(v)}
             for name, v in margins.items()
@@ -118,9 +110,7 @@ def main() -> None:
         "raw": groups,
         "raw_margin": margins,
     }
-    (OUT / "calibration.json").write_text(
-        json.dumps(result, indent=2, ensure_ascii=False)
-    )
+    (OUT / "calibration.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     for name, m in result["margin"].items():
         print(f"margin {name:16s} min={m['min']:.3f} p5={m['p5']:.3f} median={m['median']:.3f} max={m['max']:.3f}")
     for name, s in summary.items():

@@ -47,9 +47,7 @@ def _fts_db(path: str) -> sqlite3.Connection:
 
     conn = connect(path)
     ensure_schema(conn)
-    conn.execute(
-        "INSERT INTO documents(id, sha256, source, added_at) VALUES ('d', 'x', 'd.pdf', 0)"
-    )
+    conn.execute("INSERT INTO documents(id, sha256, source, added_at) VALUES ('d', 'x', 'd.pdf', 0)")
     return conn
 
 
@@ -88,14 +86,8 @@ def latency(n: int, queries: int, k: int, with_bm25s: bool = True) -> dict:
     from retrieval_scale import _word
 
     vocab = np.array([_word(i) for i in range(50_000)])
-    corpus = [
-        " ".join(row)
-        for row in vocab[np.minimum(rng.zipf(1.1, (n, 60)) - 1, len(vocab) - 1)]
-    ]
-    qs = [
-        [str(w) for w in vocab[np.minimum(rng.zipf(1.1, 6) - 1, len(vocab) - 1)]]
-        for _ in range(queries)
-    ]
+    corpus = [" ".join(row) for row in vocab[np.minimum(rng.zipf(1.1, (n, 60)) - 1, len(vocab) - 1)]]
+    qs = [[str(w) for w in vocab[np.minimum(rng.zipf(1.1, 6) - 1, len(vocab) - 1)]] for _ in range(queries)]
     res: dict = {"n": n, "queries": queries, "k": k}
     with tempfile.TemporaryDirectory() as tmp:
         conn = _fts_db(str(Path(tmp) / "fts.sqlite"))
@@ -161,9 +153,7 @@ def quality() -> dict:
     n = len(rows)
     meta = {r[0]: (Path(r[1]).name, r[2]) for r in rows}
     names = {Path(r[1]).name for r in rows} & {p.name for p in _docs(False)}
-    questions = [
-        q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names
-    ]
+    questions = [q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names]
     retriever = bm25s.BM25(k1=1.2, b=0.75)
     ids = [r[0] for r in rows]
     retriever.index([r[3].split() for r in rows], show_progress=False)
@@ -180,32 +170,19 @@ def quality() -> dict:
                 docs, _ = retriever.retrieve([known], k=10, show_progress=False)
                 ranked.append([meta[ids[int(i)]] for i in docs[0]])
             else:
-                ranked.append(
-                    [
-                        meta[r]
-                        for r in _fts_query(conn, terms, n, 10, name == "fts5_pruned")
-                    ]
-                )
+                ranked.append([meta[r] for r in _fts_query(conn, terms, n, 10, name == "fts5_pruned")])
         scored = score_rankings(questions, ranked, (1, 5, 10))
         out[name] = {"overall": scored["overall"], "by_language": scored["by_language"]}
         print(
             name,
-            json.dumps(
-                {
-                    k: round(v, 3)
-                    for k, v in scored["overall"].items()
-                    if isinstance(v, float)
-                }
-            ),
+            json.dumps({k: round(v, 3) for k, v in scored["overall"].items() if isinstance(v, float)}),
         )
     conn.close()
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["latency", "quality"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
@@ -214,9 +191,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == "latency":
         res = latency(args.n, args.queries, 40, not args.no_bm25s)
-        (OUT / f"retrieval_keyword_latency_{args.n}.json").write_text(
-            json.dumps(res, indent=2)
-        )
+        (OUT / f"retrieval_keyword_latency_{args.n}.json").write_text(json.dumps(res, indent=2))
     else:
         res = quality()
         (OUT / "retrieval_keyword_quality.json").write_text(json.dumps(res, indent=2))

@@ -205,15 +205,10 @@ def baseline(all_docs: bool) -> None:
         vecs = np.zeros((len(texts), emb.e.dim), dtype=np.float32)
         for start in range(0, len(texts), 32):
             vecs[start : start + 32] = emb.e.embed_documents(texts[start : start + 32])
-        metas = [
-            {"source": path.name, "page": int(d.metadata.get("page", 0)) + 1}
-            for d in docs
-        ]
+        metas = [{"source": path.name, "page": int(d.metadata.get("page", 0)) + 1} for d in docs]
         with open(target, "wb") as fh:
             pickle.dump({"texts": texts, "vectors": vecs, "metas": metas}, fh)
-        _log(
-            f"baseline {path.name}: {len(texts)} chunks in {time.perf_counter() - t:.0f}s"
-        )
+        _log(f"baseline {path.name}: {len(texts)} chunks in {time.perf_counter() - t:.0f}s")
     _log(f"baseline done in {time.perf_counter() - t0:.0f}s")
 
 
@@ -231,9 +226,7 @@ def _baseline_index(all_docs: bool):  # type: ignore[no-untyped-def]
         metas += data["metas"]
     matrix = np.concatenate(vecs)
     emb = _LCEmbeddings()
-    return FAISS.from_embeddings(
-        list(zip(texts, matrix.tolist())), emb, metadatas=metas
-    ), emb
+    return FAISS.from_embeddings(list(zip(texts, matrix.tolist())), emb, metadatas=metas), emb
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -246,9 +239,7 @@ def evaluate(all_docs: bool) -> dict:
 
     settings = _settings()
     names = {p.name for p in _docs(all_docs)}
-    questions = [
-        q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names
-    ]
+    questions = [q for q in load_questions(BENCH / "questions.jsonl") if q["doc"] in names]
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, KB, embedder)
     # Same corpus on both sides: a run cut short may have ingested documents the baseline lacks.
@@ -257,9 +248,7 @@ def evaluate(all_docs: bool) -> dict:
     flt = SearchFilter(doc_ids=[d.id for d in kept]) if len(kept) < len(stored) else None
     results: dict[str, dict] = {}
     for mode in ("dense", "keyword", "hybrid"):
-        retr = make_retriever(
-            store, embedder, settings.retrieval.model_copy(update={"mode": mode})
-        )
+        retr = make_retriever(store, embedder, settings.retrieval.model_copy(update={"mode": mode}))
         ranked = []
         for q in questions:
             r = retr.retrieve(q["question"], 10, flt)
@@ -285,9 +274,7 @@ def evaluate(all_docs: bool) -> dict:
         "results": results,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "retrieval_quality.json").write_text(
-        json.dumps(report, indent=2, ensure_ascii=False)
-    )
+    (OUT / "retrieval_quality.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     lines = [
         "| system | lang | n | page-hit@5 | MRR@10 | doc-hit@5 |",
         "|---|---|---|---|---|---|",
@@ -303,15 +290,12 @@ def evaluate(all_docs: bool) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=["ingest", "baseline", "eval", "all"])
+    ap.add_argument("--all", action="store_true", help="use every bench document, not the subset")
     ap.add_argument(
-        "--all", action="store_true", help="use every bench document, not the subset"
-    )
-    ap.add_argument(
-        "--done", action="store_true",
+        "--done",
+        action="store_true",
         help="eval only: every document both sides have finished (an `--all` ingest cut short)",
     )
     args = ap.parse_args()

@@ -80,9 +80,7 @@ def sizing(sizes: list[int], queries: int, k: int, kinds: tuple[str, ...] = ("fl
     results = []
     for n in sizes:
         data = vectors(n, rng, centres)
-        qs = data[rng.integers(0, n, queries)] + 0.02 * rng.standard_normal(
-            (queries, DIM)
-        ).astype(np.float32)
+        qs = data[rng.integers(0, n, queries)] + 0.02 * rng.standard_normal((queries, DIM)).astype(np.float32)
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
         row: dict = {"n": n}
         truth = []
@@ -103,9 +101,7 @@ def sizing(sizes: list[int], queries: int, k: int, kinds: tuple[str, ...] = ("fl
             if kind == "flat":
                 truth = found
             else:
-                row["hnsw_recall@10"] = float(
-                    np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
-                )
+                row["hnsw_recall@10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
             del idx
         _log(json.dumps(row))
         results.append(row)
@@ -117,15 +113,11 @@ def build_kb(home: Path, n: int, threshold: int) -> None:
     from rag.settings import load_settings
     from rag.store.sqlite_faiss import DB_NAME, SqliteFaissBackend
 
-    settings = load_settings(
-        overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold}
-    )
+    settings = load_settings(overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold})
     backend = SqliteFaissBackend()
     if backend.exists(settings, "scale"):
         return
-    store = backend.open(
-        settings, "scale", embedder_id="synthetic", dim=DIM, create=True
-    )
+    store = backend.open(settings, "scale", embedder_id="synthetic", dim=DIM, create=True)
     store.close()
     for f in (home / "scale").glob("dense.*"):
         f.unlink()
@@ -181,17 +173,13 @@ def build_kb(home: Path, n: int, threshold: int) -> None:
             )
             vrows.append((sha, vecs[i].tobytes()))
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO vectors(text_sha256, vector) VALUES (?, ?)", vrows
-        )
+        conn.executemany("INSERT INTO vectors(text_sha256, vector) VALUES (?, ?)", vrows)
         conn.executemany(
             "INSERT INTO chunks(id, doc_id, ordinal, text, text_sha256, page_start, page_end, char_start, char_end, section, token_count, tokens) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        conn.execute(
-            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'"
-        )
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
         conn.execute("COMMIT")
         _log(f"inserted {start + m}/{n} chunks ({time.perf_counter() - t0:.0f}s)")
     conn.close()
@@ -214,9 +202,7 @@ class _FixedEmbedder:
         return len(text.split())
 
 
-def kb_latency(
-    n: int, threshold: int, queries: int, index_file: Path | None = None
-) -> dict:
+def kb_latency(n: int, threshold: int, queries: int, index_file: Path | None = None) -> dict:
     from rag.retrieval import make_retriever
     from rag.settings import load_settings
     from rag.store.sqlite_faiss import SqliteFaissBackend
@@ -226,29 +212,19 @@ def kb_latency(
     t = time.perf_counter()
     build_kb(home, n, threshold)
     build_s = time.perf_counter() - t
-    if (
-        index_file is not None
-    ):  # an index derived earlier from identical rowids+vectors (same seeds)
+    if index_file is not None:  # an index derived earlier from identical rowids+vectors (same seeds)
         import shutil
 
         shutil.copy(index_file, home / "scale" / index_file.name)
-    settings = load_settings(
-        overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold}
-    )
+    settings = load_settings(overrides={"paths.home": home, "retrieval.hnsw_threshold": threshold})
     t = time.perf_counter()
-    store = SqliteFaissBackend().open(
-        settings, "scale", embedder_id="synthetic", dim=DIM, create=False
-    )
-    open_s = (
-        time.perf_counter() - t
-    )  # derives the FAISS index from SQLite (first open) or loads it
+    store = SqliteFaissBackend().open(settings, "scale", embedder_id="synthetic", dim=DIM, create=False)
+    open_s = time.perf_counter() - t  # derives the FAISS index from SQLite (first open) or loads it
     _log(f"store open (derive index) {open_s:.1f}s, kind {store.stats()['index']}")
     store.flush()
     t = time.perf_counter()
     store.close()
-    store = SqliteFaissBackend().open(
-        settings, "scale", embedder_id="synthetic", dim=DIM, create=False
-    )
+    store = SqliteFaissBackend().open(settings, "scale", embedder_id="synthetic", dim=DIM, create=False)
     reopen_s = time.perf_counter() - t
 
     rng = np.random.default_rng(2)
@@ -270,9 +246,7 @@ def kb_latency(
         "reopen_s": reopen_s,
     }
     for mode in ("dense", "keyword", "hybrid"):
-        r = make_retriever(
-            store, emb, settings.retrieval.model_copy(update={"mode": mode})
-        )
+        r = make_retriever(store, emb, settings.retrieval.model_copy(update={"mode": mode}))
         r.retrieve(qtexts[0], 6)  # warm caches
         lat, cpu = [], []
         for q in qtexts:
@@ -288,9 +262,7 @@ def kb_latency(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["sizing", "kb"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument(
@@ -319,9 +291,7 @@ def main() -> None:
 
         threshold = args.threshold or RetrievalSettings().hnsw_threshold
         res = kb_latency(args.n, threshold, args.queries, args.index_file)
-        (OUT / f"retrieval_scale_kb_{args.n}.json").write_text(
-            json.dumps(res, indent=2)
-        )
+        (OUT / f"retrieval_scale_kb_{args.n}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
 
 

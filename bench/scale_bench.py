@@ -54,7 +54,11 @@ def synthetic(n: int, seed: int = 7) -> tuple[np.ndarray, list[str], np.ndarray,
     own = rng.integers(0, 20, size=(n, 6))
     vocab = [word(i) for i in range(50_000)]
     texts = [
-        " ".join([vocab[c] for c in common[i]] + [topic_word(topic[i], o) for o in own[i]] + ["营业收入" if i % 7 == 0 else "现金流"])
+        " ".join(
+            [vocab[c] for c in common[i]]
+            + [topic_word(topic[i], o) for o in own[i]]
+            + ["营业收入" if i % 7 == 0 else "现金流"]
+        )
         for i in range(n)
     ]
     return vecs, texts, centres, topic
@@ -78,7 +82,9 @@ def topic_word(topic: int, j: int) -> str:
 
 def real_corpus(kb_dir: Path) -> tuple[np.ndarray, list[str]]:
     conn = sqlite3.connect(f"file:{kb_dir / 'kb.sqlite'}?mode=ro", uri=True)
-    rows = conn.execute("SELECT c.text, v.vector FROM chunks c JOIN vectors v ON v.text_sha256 = c.text_sha256 ORDER BY c.rowid").fetchall()
+    rows = conn.execute(
+        "SELECT c.text, v.vector FROM chunks c JOIN vectors v ON v.text_sha256 = c.text_sha256 ORDER BY c.rowid"
+    ).fetchall()
     conn.close()
     vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1).copy()
     return vecs, [r[0] for r in rows]
@@ -136,7 +142,10 @@ def main() -> int:
         rng = np.random.default_rng(11)
         qt = rng.integers(0, TOPICS, args.queries)
         qvecs = centres[qt] + 0.08 * rng.standard_normal((args.queries, DIM)).astype(np.float32)
-        qtexts = [f"{topic_word(t, rng.integers(0, 20))} {topic_word(t, rng.integers(0, 20))} 营业收入 {word(int(rng.integers(0, 50)))}" for t in qt]
+        qtexts = [
+            f"{topic_word(t, rng.integers(0, 20))} {topic_word(t, rng.integers(0, 20))} 营业收入 {word(int(rng.integers(0, 50)))}"
+            for t in qt
+        ]
         result["corpus"] = "synthetic"
     qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
     n, dim = vecs.shape
@@ -144,7 +153,9 @@ def main() -> int:
     result["generate_s"] = round(time.perf_counter() - t0, 1)
     print(f"[{args.backend}] {n} chunks generated in {result['generate_s']} s", flush=True)
 
-    settings = load_settings(overrides={"paths.home": str(work / "home"), "store.backend": args.backend, "retrieval.hnsw_threshold": 200_000})
+    settings = load_settings(
+        overrides={"paths.home": str(work / "home"), "store.backend": args.backend, "retrieval.hnsw_threshold": 200_000}
+    )
     server_pids: list[int] = []
     if args.backend == "pgvector":
         url = args.pg_url
@@ -172,10 +183,20 @@ def main() -> int:
         for d, start in enumerate(range(0, n, DOC_CHUNKS)):
             stop = min(n, start + DOC_CHUNKS)
             doc_id = f"d{d:06d}"
-            doc = ParsedDocument(source=f"/bench/{doc_id}.pdf", sha256=f"{d:064x}", title=doc_id, pages=[Page(1, "synthetic")])
+            doc = ParsedDocument(
+                source=f"/bench/{doc_id}.pdf", sha256=f"{d:064x}", title=doc_id, pages=[Page(1, "synthetic")]
+            )
             chunks = [
-                Chunk(id=f"{doc_id}:{i - start}", doc_id=doc_id, text=texts[i], page_start=1, page_end=1, char_start=0,
-                      char_end=len(texts[i]), ordinal=i - start)
+                Chunk(
+                    id=f"{doc_id}:{i - start}",
+                    doc_id=doc_id,
+                    text=texts[i],
+                    page_start=1,
+                    page_end=1,
+                    char_start=0,
+                    char_end=len(texts[i]),
+                    ordinal=i - start,
+                )
                 for i in range(start, stop)
             ]
             store.add_document(doc, chunks, vecs[start:stop])
@@ -231,9 +252,12 @@ def main() -> int:
         hybrid(text, q)
         hy_t.append(time.perf_counter() - t)
     result["latency_ms"] = {
-        "hybrid_p50": pct(hy_t, 50), "hybrid_p95": pct(hy_t, 95),
-        "dense_p50": pct(dense_t, 50), "dense_p95": pct(dense_t, 95),
-        "keyword_p50": pct(kw_t, 50), "keyword_p95": pct(kw_t, 95),
+        "hybrid_p50": pct(hy_t, 50),
+        "hybrid_p95": pct(hy_t, 95),
+        "dense_p50": pct(dense_t, 50),
+        "dense_p95": pct(dense_t, 95),
+        "keyword_p50": pct(kw_t, 50),
+        "keyword_p95": pct(kw_t, 95),
     }
     result["recall_at_10"] = round(float(np.mean(recall)), 4)
     import psutil

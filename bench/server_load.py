@@ -49,7 +49,9 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         f"'server.port': {port}, 'server.host': '127.0.0.1'}}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
@@ -82,7 +84,9 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 1800) -> dict[s
         time.sleep(0.5)
 
 
-async def load(base: str, kb: str, questions: list[str], clients: int, requests: int, job_id: str | None) -> dict[str, Any]:
+async def load(
+    base: str, kb: str, questions: list[str], clients: int, requests: int, job_id: str | None
+) -> dict[str, Any]:
     latencies: list[float] = []
     during: list[float] = []
     errors: list[str] = []
@@ -168,7 +172,11 @@ def main() -> int:
     proc = start_server(home, port, OUT / "server_load_server.log")
     try:
         wait_ready(base, proc)
-        questions = [json.loads(line)["question"] for line in (BENCH / "questions.jsonl").read_text().splitlines() if line.strip()]
+        questions = [
+            json.loads(line)["question"]
+            for line in (BENCH / "questions.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
         with httpx.Client(base_url=base, timeout=60) as client:
             t = time.perf_counter()
             pre = wait_job(client, upload(client, "load", PRELOAD))
@@ -182,7 +190,8 @@ def main() -> int:
                 result["job_progress_at_end"] = client.get(f"/v1/jobs/{job_id}").json()["progress"]
             metrics = client.get("/metrics").text
         result["server_search_requests"] = sum(
-            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
             if line.startswith("citeqa_http_requests_total") and 'route="/v1/search"' in line
         )
         result["cpu_count"] = os.cpu_count()

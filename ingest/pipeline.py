@@ -417,7 +417,9 @@ class _Run:
                                 solo.append(task)
                             continue
                         except Exception as exc:  # noqa: BLE001 - e.g. a result that failed to unpickle: that file's line
-                            self.fail_task(task, f"{task.found.key}: parser result unusable ({type(exc).__name__}: {exc})")
+                            self.fail_task(
+                                task, f"{task.found.key}: parser result unusable ({type(exc).__name__}: {exc})"
+                            )
                             continue
                         self._crash_suspects.discard(task)
                         self.t["parse"] += seconds

@@ -61,7 +61,9 @@ class ChatSession:
         self.history.clear()
         self.last = None
         stats = store.stats()
-        self.say(f"knowledge base '{kb_name}': {stats.get('documents', '?')} documents, {stats.get('chunks', '?')} chunks")
+        self.say(
+            f"knowledge base '{kb_name}': {stats.get('documents', '?')} documents, {stats.get('chunks', '?')} chunks"
+        )
 
     def close(self) -> None:
         if self._store is not None:
@@ -118,7 +120,10 @@ class ChatSession:
         if answer is None:
             return
         self.last = answer
-        self.history += [{"role": "user", "content": answer.question or question}, {"role": "assistant", "content": answer.text}]
+        self.history += [
+            {"role": "user", "content": answer.question or question},
+            {"role": "assistant", "content": answer.text},
+        ]
         self.history = self.history[-2 * HISTORY_TURNS :]
 
 

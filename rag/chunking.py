@@ -223,7 +223,7 @@ class SentenceChunker:
         while i < n_pieces:
             s = bounds[i]
             guess = bisect.bisect_right(sums, sums[i] + room) - 1
-            j = _largest_fitting(lambda j: self.count(text[s : bounds[j]]) <= self.max_tokens, i + 1, n_pieces, guess)
+            j = _largest_fitting(lambda j: self.count(text[s : bounds[j]]) <= self.max_tokens, i + 1, n_pieces, guess)  # noqa: B023 - called here, in this iteration
             out.append((s, bounds[j]))
             i = j
         final: list[tuple[int, int]] = []
@@ -247,7 +247,7 @@ class SentenceChunker:
         s = start
         guess = max(1, self.max_tokens)  # about a character per token (CJK); corrected by every part after
         while s < end:
-            e = _largest_fitting(lambda e: self.count(text[s:e]) <= self.max_tokens, s + 1, end, s + guess)
+            e = _largest_fitting(lambda e: self.count(text[s:e]) <= self.max_tokens, s + 1, end, s + guess)  # noqa: B023 - called here, in this iteration
             a, b = _trim(text, s, e)
             if a < b:
                 out.append((a, b))
@@ -333,7 +333,14 @@ class SentenceChunker:
                 continue
             new_para = u.para != cur[-1].para
             para_wont_fit = size(cur) + para_tokens[u.para] > self.max_tokens
-            if fits and new_para and has_content and u.kind == "sent" and para_wont_fit and size(cur) >= self.max_tokens // 2:
+            if (
+                fits
+                and new_para
+                and has_content
+                and u.kind == "sent"
+                and para_wont_fit
+                and size(cur) >= self.max_tokens // 2
+            ):
                 leftover = close(cur, overlap)[1]  # break at the paragraph boundary, not inside it
                 requeue(leftover, [u])
                 cur, overlap = [], 0

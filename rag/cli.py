@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def kb_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--kb", metavar="NAME", default=None, help="Knowledge base (default: settings paths.default_kb).")
+        p.add_argument(
+            "--kb", metavar="NAME", default=None, help="Knowledge base (default: settings paths.default_kb)."
+        )
 
     def json_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="Print machine-readable JSON.")
@@ -149,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("kb", "Manage knowledge bases.", cmd_kb_help)
     kb_sub = p.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
 
-    def kb_add(name: str, help_text: str, func: Callable[[argparse.Namespace, Settings], int]) -> argparse.ArgumentParser:
+    def kb_add(
+        name: str, help_text: str, func: Callable[[argparse.Namespace, Settings], int]
+    ) -> argparse.ArgumentParser:
         q = kb_sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         q.set_defaults(func=func)
         json_option(q)

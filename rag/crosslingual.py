@@ -11,11 +11,9 @@ the passages. A knowledge base in one language never pays for it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from rag.lang import cjk_ratio, detect_language
 from rag.protocols import Generator, Retrieval
-from rag.records import Hit
 from rag.retrieval.fusion import rrf_fuse
 
 TRANSLATE_MAX_TOKENS = 96

@@ -32,7 +32,9 @@ def one_line(text: str, limit: int) -> str:
 
 def format_citations(answer: Answer) -> list[str]:
     """The lines printed under an answer: verified citations, then flagged unsupported sentences."""
-    lines = [f'[{c.n}] {c.doc} · p.{c.page} · "{one_line(c.quote, QUOTE_CHARS)}"' for c in answer.citations if c.verified]
+    lines = [
+        f'[{c.n}] {c.doc} · p.{c.page} · "{one_line(c.quote, QUOTE_CHARS)}"' for c in answer.citations if c.verified
+    ]
     lines += [f"[unsupported] {one_line(s, QUOTE_CHARS)}" for s in answer.unsupported]
     return lines
 

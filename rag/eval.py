@@ -61,9 +61,7 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _first_hit(
-    q: dict[str, Any], ranked: Sequence[Sequence[Any]], *, page: bool
-) -> int:
+def _first_hit(q: dict[str, Any], ranked: Sequence[Sequence[Any]], *, page: bool) -> int:
     """1-based rank of the first hit on the question's doc (and evidence page when page=True); 0 if none."""
     pages = set(q["evidence_pages"])
     for rank, item in enumerate(ranked, start=1):
@@ -81,23 +79,11 @@ def _aggregate(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
     paged = [r for r in scored if r["has_pages"]]
     out: dict[str, Any] = {"n": len(scored), "n_pages": len(paged)}
     for k in ks:
-        out[f"doc_hit@{k}"] = (
-            sum(0 < r["doc_rank"] <= k for r in scored) / len(scored) if scored else 0.0
-        )
-        out[f"page_hit@{k}"] = (
-            sum(0 < r["page_rank"] <= k for r in paged) / len(paged) if paged else 0.0
-        )
-    out["mrr@10"] = (
-        sum(1.0 / r["page_rank"] for r in paged if 0 < r["page_rank"] <= 10)
-        / len(paged)
-        if paged
-        else 0.0
-    )
+        out[f"doc_hit@{k}"] = sum(0 < r["doc_rank"] <= k for r in scored) / len(scored) if scored else 0.0
+        out[f"page_hit@{k}"] = sum(0 < r["page_rank"] <= k for r in paged) / len(paged) if paged else 0.0
+    out["mrr@10"] = sum(1.0 / r["page_rank"] for r in paged if 0 < r["page_rank"] <= 10) / len(paged) if paged else 0.0
     out["doc_mrr@10"] = (
-        sum(1.0 / r["doc_rank"] for r in scored if 0 < r["doc_rank"] <= 10)
-        / len(scored)
-        if scored
-        else 0.0
+        sum(1.0 / r["doc_rank"] for r in scored if 0 < r["doc_rank"] <= 10) / len(scored) if scored else 0.0
     )
     lat = sorted(r["latency_ms"] for r in rows if r.get("latency_ms") is not None)
     if lat:
@@ -131,17 +117,14 @@ def score_rankings(
                 "doc": q["doc"],
                 "has_pages": bool(q["evidence_pages"]),
                 "doc_rank": _first_hit(q, hits, page=False),
-                "page_rank": _first_hit(q, hits, page=True)
-                if q["evidence_pages"]
-                else 0,
+                "page_rank": _first_hit(q, hits, page=True) if q["evidence_pages"] else 0,
                 "latency_ms": latencies_ms[i] if latencies_ms is not None else None,
             }
         )
-    groups = lambda key: {
-        v: _aggregate([r for r in rows if r[key] == v], ks)
-        for v in sorted({r[key] for r in rows})
-        if v
-    }
+
+    def groups(key):
+        return {v: _aggregate([r for r in rows if r[key] == v], ks) for v in sorted({r[key] for r in rows}) if v}
+
     return {
         "overall": _aggregate(rows, ks),
         "by_language": groups("language"),
@@ -186,12 +169,7 @@ def run_eval(
             t = time.perf_counter()
             result = retriever.retrieve(q["question"], depth)
             latencies.append((time.perf_counter() - t) * 1000)
-            ranked.append(
-                [
-                    (h.chunk.doc, h.chunk.page_start, h.chunk.page_end)
-                    for h in result.hits
-                ]
-            )
+            ranked.append([(h.chunk.doc, h.chunk.page_start, h.chunk.page_end) for h in result.hits])
             no_evidence.append(result.no_evidence)
             best.append(result.best_score)
         scored = score_rankings(questions, ranked, ks, latencies)
@@ -218,21 +196,15 @@ def run_eval(
             },
             "no_evidence": {
                 "min_score": settings.retrieval.min_score,
-                "answerable_rate": sum(r["no_evidence"] for r in answerable)
-                / len(answerable)
-                if answerable
-                else 0.0,
-                "unanswerable_rate": sum(r["no_evidence"] for r in unanswerable)
-                / len(unanswerable)
+                "answerable_rate": sum(r["no_evidence"] for r in answerable) / len(answerable) if answerable else 0.0,
+                "unanswerable_rate": sum(r["no_evidence"] for r in unanswerable) / len(unanswerable)
                 if unanswerable
                 else 0.0,
             },
             "per_question": rows,
         }
         if answers:
-            report["answers"] = _eval_answers(
-                settings, store, embedder, retriever, questions, rows, generator
-            )
+            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows, generator)
         return report
     finally:
         store.close()
@@ -313,9 +285,7 @@ def _eval_answers(
         on_gold = verified_here = 0
         for c in out.get("citations", []):
             # Without evidence pages any page of the question's document counts.
-            on_page = Path(str(c.get("doc", ""))).name == q["doc"] and (
-                not pages or c.get("page") in pages
-            )
+            on_page = Path(str(c.get("doc", ""))).name == q["doc"] and (not pages or c.get("page") in pages)
             cites += 1
             verified_here += bool(c.get("verified"))
             on_evidence += on_page
@@ -347,18 +317,12 @@ def _eval_answers(
     pairs = sorted({r["lang_pair"] for r in rows})
     return {
         **{k: v for k, v in _correctness_metrics(rows).items() if k != "n"},
-        "by_language_pair": {
-            p: _correctness_metrics([r for r in rows if r["lang_pair"] == p]) for p in pairs
-        },
+        "by_language_pair": {p: _correctness_metrics([r for r in rows if r["lang_pair"] == p]) for p in pairs},
         "citations": cites,
         "citation_valid_rate": verified / cites if cites else 0.0,
         "citation_on_evidence_rate": on_evidence / cites if cites else 0.0,
-        "refusal_rate_unanswerable": refused_unanswerable / n_unanswerable
-        if n_unanswerable
-        else 0.0,
-        "refusal_rate_answerable": refused_answerable / n_answerable
-        if n_answerable
-        else 0.0,
+        "refusal_rate_unanswerable": refused_unanswerable / n_unanswerable if n_unanswerable else 0.0,
+        "refusal_rate_answerable": refused_answerable / n_answerable if n_answerable else 0.0,
         "unanswerable": n_unanswerable,
         "token_f1": sum(f1s) / len(f1s) if f1s else 0.0,
         "seconds_p50": _pct(secs, 50),
@@ -369,12 +333,7 @@ def _eval_answers(
 def eval_markdown(result: dict[str, Any]) -> str:
     """A markdown report of a run_eval result."""
     ks = result.get("ks", [1, 3, 5, 10])
-    head = (
-        ["group", "n"]
-        + [f"doc@{k}" for k in ks]
-        + [f"page@{k}" for k in ks]
-        + ["MRR@10", "p50 ms", "p95 ms"]
-    )
+    head = ["group", "n"] + [f"doc@{k}" for k in ks] + [f"page@{k}" for k in ks] + ["MRR@10", "p50 ms", "p95 ms"]
     lines = [
         f"# Retrieval evaluation — knowledge base `{result.get('kb')}`",
         "",
@@ -398,9 +357,7 @@ def eval_markdown(result: dict[str, Any]) -> str:
 
     def row(name: str, m: dict[str, Any]) -> str:
         cells = (
-            [name, str(m["n"])]
-            + [f"{m[f'doc_hit@{k}']:.3f}" for k in ks]
-            + [f"{m[f'page_hit@{k}']:.3f}" for k in ks]
+            [name, str(m["n"])] + [f"{m[f'doc_hit@{k}']:.3f}" for k in ks] + [f"{m[f'page_hit@{k}']:.3f}" for k in ks]
         )
         cells += [
             f"{m['mrr@10']:.3f}",

@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rag.text.features import features, question_features
-from rag.text.sentences import split_sentences
 from rag.lang import cjk_ratio
 from rag.records import Hit
+from rag.text.features import features, question_features
+from rag.text.sentences import split_sentences
 
 CountTokens = Callable[[str], int]
 MAX_SENTENCE_SHARE = 0.45  # one sentence may take at most this share of the source budget
@@ -103,7 +103,10 @@ def best_sentences(question: str, hits: Sequence[Hit]) -> list[str]:
     out: list[str] = []
     for hit, rows in zip(hits, score_sentences(question, hits)):
         # on a tie the fuller sentence wins: a heading repeats the question's words and says nothing
-        best = max(range(len(rows)), key=lambda i: (round(rows[i].score, 6), min(rows[i].end - rows[i].start, 60) if rows[i].score else 0, -i))
+        best = max(
+            range(len(rows)),
+            key=lambda i: (round(rows[i].score, 6), min(rows[i].end - rows[i].start, 60) if rows[i].score else 0, -i),
+        )
         out.append(hit.chunk.text[rows[best].start : rows[best].end].strip())
     return out
 

@@ -21,6 +21,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rag.records import Citation, EvidenceUnit
+from rag.support import SupportChecker
 from rag.text.features import features, is_refusal, is_short_claim
 from rag.text.sentences import (
     CLOSERS,
@@ -32,8 +34,6 @@ from rag.text.sentences import (
     parse_markers,
     split_sentences,
 )
-from rag.records import Citation, EvidenceUnit
-from rag.support import SupportChecker
 from rag.units import numbered
 
 MIN_CLAIM_GRAMS = 3  # fewer content grams, no number, no marker: filler ("Sure.", "是的。")
@@ -163,7 +163,9 @@ class Grounder:
         found = self.checker.best(bare, list(self._by_n.values()))
         # without a marker the model claimed no source: cite only on clear support (a short answer
         # passes on its own test, which already asks that its unit cover the question)
-        clear = found is not None and (is_short_claim(f) or found[1].lexical >= self.auto_cite_lexical or found[1].semantic is not None)
+        clear = found is not None and (
+            is_short_claim(f) or found[1].lexical >= self.auto_cite_lexical or found[1].semantic is not None
+        )
         if not clear or found is None:
             if filler:
                 return ""  # "Sure.", "是的。": shown only in front of a verified claim

@@ -16,17 +16,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from rag.crosslingual import merge, other_language, translate_question
-from rag.text.sentences import split_sentences
-from rag.grounding import Grounder, citation_for
-from rag.support import SupportChecker
 from rag.errors import InvalidRequest
+from rag.evidence import best_sentences
+from rag.grounding import Grounder, citation_for
 from rag.lang import detect_language
 from rag.prompting import REFUSAL, build_prompt
 from rag.protocols import Embedder, Generator, Message, Retriever, SearchFilter, Store
-from rag.evidence import best_sentences
 from rag.records import Answer, Citation, Evidence, EvidenceUnit, Hit, Retrieved, Status
 from rag.rewrite import rewrite_question
 from rag.settings import Settings
+from rag.support import SupportChecker
+from rag.text.sentences import split_sentences
 
 UNVERIFIED = {
     "en": "The documents do not clearly answer this: none of the model's statements could be verified against "
@@ -201,7 +201,9 @@ class QAPipeline:
         if not grounder.citations:
             answer.refused = True
             answer.evidence = self.passages(grounder)
-            answer.text = self.refusal_text(lang, answer.evidence, unverified=grounder.content_sentences > 0 and not grounder.refusal)
+            answer.text = self.refusal_text(
+                lang, answer.evidence, unverified=grounder.content_sentences > 0 and not grounder.refusal
+            )
             if not answer.unsupported and raw.strip() and not grounder.refusal and grounder.content_sentences:
                 answer.unsupported = [raw.strip()]
             yield answer.text

@@ -71,13 +71,17 @@ _ROLE_LINE_RE = re.compile(r"^(\s*)(system|assistant|user|###\s*\w+)\s*:", re.IG
 def neutralise(text: str) -> str:
     """Make document text inert: tag-like and template-like sequences lose their brackets."""
     text = _TAG_RE.sub(lambda m: f"‹{m.group(1)}{m.group(2)}›", text)
-    text = _SPECIAL_RE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text)
+    text = _SPECIAL_RE.sub(
+        lambda m: m.group(0).replace("<", "‹").replace(">", "›").replace("[", "(").replace("]", ")"), text
+    )
     text = _ROLE_LINE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)} -", text)
     return text
 
 
 def _attr(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    return (
+        value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+    )
 
 
 def format_source(hit: Hit, text: str | None = None) -> str:

@@ -18,15 +18,100 @@ HISTORY_TOKENS = 512  # history shown to the rewriter, newest first until this b
 MESSAGE_CHARS = 400  # each history message is cut to this many characters
 REWRITE_MAX_TOKENS = 64
 
-_ZH_PRONOUN = re.compile(r"它们|他们|她们|它|他|她|其|该公司|该|此|这家|那家|这个|那个|这些|那些|上述|前者|后者|同期|对应")
+_ZH_PRONOUN = re.compile(
+    r"它们|他们|她们|它|他|她|其|该公司|该|此|这家|那家|这个|那个|这些|那些|上述|前者|后者|同期|对应"
+)
 _ZH_FOLLOWUP = re.compile(r"^(那|那么|还有|另外|以及|而|和|与)|呢[？?]?$")
-_EN_PRONOUN = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|his|her|the company|the same)\b", re.IGNORECASE)
+_EN_PRONOUN = re.compile(
+    r"\b(it|its|they|their|them|this|that|these|those|he|she|his|her|the company|the same)\b", re.IGNORECASE
+)
 _EN_FOLLOWUP = re.compile(r"^\s*(what|how)\s+about\b|^\s*(and|also|then)\b", re.IGNORECASE)
 _EN_QWORDS = frozenset(
-    ["what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "do", "does", "did", "the", "a", "an", "of", "in", "on", "for", "to", "and", "or", "about", "much", "many", "its", "it", "their", "they", "this", "that"]
+    [
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "the",
+        "a",
+        "an",
+        "of",
+        "in",
+        "on",
+        "for",
+        "to",
+        "and",
+        "or",
+        "about",
+        "much",
+        "many",
+        "its",
+        "it",
+        "their",
+        "they",
+        "this",
+        "that",
+    ]
 )
 _ZH_QWORDS = frozenset(
-    ["什么", "多少", "哪些", "哪个", "哪里", "哪", "谁", "如何", "怎么", "怎样", "是否", "是", "的", "了", "吗", "呢", "有", "在", "为", "和", "与", "及", "请问", "一下", "那", "那么", "它", "其", "该", "这", "这个", "那个", "还有", "大约", "大概", "约", "对", "于", "把", "被", "给", "从", "到", "请"]
+    [
+        "什么",
+        "多少",
+        "哪些",
+        "哪个",
+        "哪里",
+        "哪",
+        "谁",
+        "如何",
+        "怎么",
+        "怎样",
+        "是否",
+        "是",
+        "的",
+        "了",
+        "吗",
+        "呢",
+        "有",
+        "在",
+        "为",
+        "和",
+        "与",
+        "及",
+        "请问",
+        "一下",
+        "那",
+        "那么",
+        "它",
+        "其",
+        "该",
+        "这",
+        "这个",
+        "那个",
+        "还有",
+        "大约",
+        "大概",
+        "约",
+        "对",
+        "于",
+        "把",
+        "被",
+        "给",
+        "从",
+        "到",
+        "请",
+    ]
 )
 
 REWRITE_PROMPT = {
@@ -148,14 +233,23 @@ def rewrite_question(
     if generator is not None and use_llm:
         lang = detect_language(question)
         convo = "\n".join(f"{m['role']}: {m['content']}" for m in trimmed)
-        label = ("对话：\n", "\n最后的问题：", "\n独立问题：") if lang == "zh" else ("Conversation:\n", "\nLast question: ", "\nStandalone question:")
+        label = (
+            ("对话：\n", "\n最后的问题：", "\n独立问题：")
+            if lang == "zh"
+            else ("Conversation:\n", "\nLast question: ", "\nStandalone question:")
+        )
         messages: list[Message] = [
             {"role": "system", "content": REWRITE_PROMPT[lang]},
             {"role": "user", "content": f"{label[0]}{convo}{label[1]}{question.strip()}{label[2]}"},
         ]
         out = generator.generate(messages, stream=False, max_tokens=REWRITE_MAX_TOKENS, temperature=0.0, stop=["\n"])
         candidate = str(out).strip().strip('"“”').strip()
-        candidate = re.sub(r"^(standalone question|rewritten question|独立问题|改写后的问题)\s*[:：]\s*", "", candidate, flags=re.IGNORECASE)
+        candidate = re.sub(
+            r"^(standalone question|rewritten question|独立问题|改写后的问题)\s*[:：]\s*",
+            "",
+            candidate,
+            flags=re.IGNORECASE,
+        )
         if _acceptable(candidate, question, trimmed):
             return candidate
     return heuristic_rewrite(question, trimmed)

@@ -9,11 +9,9 @@ then defaults. Never built at import time: call `load_settings()` in `main()` / 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
@@ -53,21 +51,31 @@ class EmbedderSettings(Section):
     query_prefix: str | None = Field(None, description="Prefix for queries (default: the model's own, e.g. 'query: ').")
     passage_prefix: str | None = Field(None, description="Prefix for passages (default: the model's own).")
     normalize: bool = Field(True, description="L2-normalise vectors so inner product is cosine similarity.")
-    threads: int = Field(0, ge=0, description="Threads for the embedder (0 = all cores; for 'use' half of them, at most 4).")
+    threads: int = Field(
+        0, ge=0, description="Threads for the embedder (0 = all cores; for 'use' half of them, at most 4)."
+    )
     # Remote ('openai:') embedders only.
     api_key: str | None = Field(None, description="Bearer key for OpenAI-compatible embedding servers.")
     timeout_s: float = Field(60.0, gt=0, description="Time limit for one request to an embedding server.")
     retries: int = Field(
-        3, ge=0, le=10, description="Retries, with exponential backoff, of a request that failed with a connection "
-        "error, a timeout, HTTP 429 or 5xx; then the batch moves to another server."
+        3,
+        ge=0,
+        le=10,
+        description="Retries, with exponential backoff, of a request that failed with a connection "
+        "error, a timeout, HTTP 429 or 5xx; then the batch moves to another server.",
     )
     request_batch_size: int = Field(
-        32, ge=1, description="Most texts per request to an embedding server (a call's texts are split "
-        "evenly over the servers' workers up to this size)."
+        32,
+        ge=1,
+        description="Most texts per request to an embedding server (a call's texts are split "
+        "evenly over the servers' workers up to this size).",
     )
     concurrency: int = Field(
-        2, ge=1, le=64, description="Requests in flight per embedding server (2 keeps a one-at-a-time server busy "
-        "while the next request travels; raise it for batching servers such as vLLM or TEI)."
+        2,
+        ge=1,
+        le=64,
+        description="Requests in flight per embedding server (2 keeps a one-at-a-time server busy "
+        "while the next request travels; raise it for batching servers such as vLLM or TEI).",
     )
 
 
@@ -97,12 +105,15 @@ class RetrievalSettings(Section):
         "Other embedders need their own value.",
     )
     min_keyword_coverage: float = Field(
-        0.71, ge=0, le=1.01,
+        0.71,
+        ge=0,
+        le=1.01,
         description="...unless a top keyword hit holds this share of the question's content words: then there is "
         "evidence whatever the cosine says (calibrated with bench/grounding_calibrate.py on the bench dev questions).",
     )
     translate: bool = Field(
-        True, description="When some retrieved text is in the other language than the question (English "
+        True,
+        description="When some retrieved text is in the other language than the question (English "
         "question, Chinese pages, or the reverse), let the model translate the question (~1-2 s) and retrieve "
         "with both (rag/crosslingual.py).",
     )
@@ -136,8 +147,11 @@ class LLMSettings(Section):
         "each hit that bear on the question within it. 0 = whole chunks up to the context window.",
     )
     temperature: float = Field(
-        0.0, ge=0, le=2, description="Sampling temperature; 0 = greedy: the same question over the same "
-        "knowledge base gets the same answer over REST, the CLI and chat."
+        0.0,
+        ge=0,
+        le=2,
+        description="Sampling temperature; 0 = greedy: the same question over the same "
+        "knowledge base gets the same answer over REST, the CLI and chat.",
     )
     threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores).")
     seed: int = Field(0, description="Sampling seed, so answers are reproducible.")
@@ -154,20 +168,37 @@ class GroundingSettings(Section):
     names were found); the passage bars show passages for at most 5% of unanswerable dev questions each.
     Dev figures: 65% of right claims pass a semantic signal, 6% of wrong pairs (bench/out/grounding_calibrate.json)."""
 
-    lexical: float = Field(0.5, ge=0, le=1, description="Share of a claim's content words (Chinese: character "
-                           "bigrams) that must be in the cited passage.")
-    semantic: float = Field(0.9, ge=-1, le=1, description="Embedding similarity between claim and cited passage "
-                            "that backs a claim the words do not (paraphrase, another language).")
-    margin: float = Field(0.03, ge=0, le=1, description="...or the cited passage is the claim's most similar one "
-                          "and beats the median of the prompt's other passages by this much (cosines run lower across "
-                          "languages; the right sentence still stands out).")
-    auto_cite: float = Field(0.7, ge=0, le=1, description="Lexical share at which a sentence the model left "
-                             "uncited gets a citation.")
-    question_lexical: float = Field(0.4, ge=0, le=1, description="Share of the question's words a short answer's "
-                                    "passage must contain...")
+    lexical: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of a claim's content words (Chinese: character bigrams) that must be in the cited passage.",
+    )
+    semantic: float = Field(
+        0.9,
+        ge=-1,
+        le=1,
+        description="Embedding similarity between claim and cited passage "
+        "that backs a claim the words do not (paraphrase, another language).",
+    )
+    margin: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="...or the cited passage is the claim's most similar one "
+        "and beats the median of the prompt's other passages by this much (cosines run lower across "
+        "languages; the right sentence still stands out).",
+    )
+    auto_cite: float = Field(
+        0.7, ge=0, le=1, description="Lexical share at which a sentence the model left uncited gets a citation."
+    )
+    question_lexical: float = Field(
+        0.4, ge=0, le=1, description="Share of the question's words a short answer's passage must contain..."
+    )
     question_semantic: float = Field(0.9, ge=-1, le=1, description="...or its similarity to the question.")
-    passage_lexical: float = Field(0.71, ge=0, le=1, description="A refusal shows passages covering this share of "
-                                   "the question's words...")
+    passage_lexical: float = Field(
+        0.71, ge=0, le=1, description="A refusal shows passages covering this share of the question's words..."
+    )
     passage_semantic: float = Field(0.93, ge=-1, le=1, description="...or this similar to the question.")
     passages: int = Field(3, ge=0, le=10, description="Most passages shown with a refusal (0 = never).")
 
@@ -193,7 +224,9 @@ class IngestSettings(Section):
 class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Interface to bind; loopback unless told otherwise.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
-    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys; when set, every route but health needs one.")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted API keys; when set, every route but health needs one."
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
     max_upload_mb: int = Field(100, ge=1, description="Largest accepted upload, per file.")
     max_upload_files: int = Field(50, ge=1, description="Most files in one upload request.")
@@ -273,7 +306,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, FlatEnvSource(settings_cls), NestedEnvSource(settings_cls)]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            FlatEnvSource(settings_cls),
+            NestedEnvSource(settings_cls),
+        ]
         toml = _toml_path()
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))

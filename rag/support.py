@@ -23,12 +23,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.store.analyzer import stem
-from rag.text.features import EN_STOP, Features, features, is_short_claim, missing_numbers, plain, question_features, question_names
 from rag.lang import cjk_ratio
 from rag.protocols import Embedder
 from rag.records import EvidenceUnit
-
+from rag.store.analyzer import stem
+from rag.text.features import (
+    EN_STOP,
+    Features,
+    features,
+    is_short_claim,
+    missing_numbers,
+    plain,
+    question_features,
+    question_names,
+)
 
 _HAN = re.compile(r"[\u3400-\u9fff]")
 _TECHNICAL = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z][A-Za-z]*|[A-Z]{2,}[A-Za-z]*)\b")  # LilyPond, MusicXML, CUPS
@@ -37,6 +45,8 @@ _TECHNICAL = re.compile(r"\b(?:[A-Za-z]*[a-z][A-Z][A-Za-z]*|[A-Z]{2,}[A-Za-z]*)\
 def technical_names(text: str) -> set[str]:
     """Names a translation keeps as they are: inner capitals, acronyms."""
     return {stem(m.lower()) for m in _TECHNICAL.findall(text)} - EN_STOP
+
+
 NAME_GRAMS = 3  # an English claim about a Chinese page this short is a name, judged with the question
 
 
@@ -132,7 +142,9 @@ class SupportChecker:
     def _anchors(self) -> set[str]:
         """The question's grams that the fewest units hold (among those some unit holds)."""
         if self._anchor_grams is None:
-            counts = {g: sum(g in self._unit_feats(u)[0].grams for u in self.units if u.citable) for g in self._asked.grams}
+            counts = {
+                g: sum(g in self._unit_feats(u)[0].grams for u in self.units if u.citable) for g in self._asked.grams
+            }
             present = {g: c for g, c in counts.items() if c}
             fewest = min(present.values(), default=0)
             self._anchor_grams = {g for g, c in present.items() if c == fewest}
@@ -149,7 +161,11 @@ class SupportChecker:
         latin = cjk_ratio(unit.context or unit.text) < 0.3
         cross = not latin and not _HAN.search(claim_text)  # an English claim about a Chinese page
         if cross:  # "1,526.45 ten-thousand yuan": the word after a figure is not spelled on a Chinese page
-            claim = Features(claim.grams, claim.numbers, {n: {u for u in us if not u.startswith("en:")} for n, us in claim.units.items()})
+            claim = Features(
+                claim.grams,
+                claim.numbers,
+                {n: {u for u in us if not u.startswith("en:")} for n, us in claim.units.items()},
+            )
         # numbers the question gave say nothing about where the answer is: they need only be nearby
         if missing_numbers(claim, own, self._allowed & context.numbers):
             return Verdict(False, reason="numbers")
@@ -158,7 +174,11 @@ class SupportChecker:
             # "Springfield, Illinois": a place no passage names; "LilyPond" on a Chinese page that never
             # mentions it (a Chinese page spells "Zou" its own way, but keeps "LilyPond" as it is)
             return Verdict(False, reason="names")
-        if is_short_claim(claim) and self._asked.grams and not (cross and len(claim.grams - claim.numbers) > NAME_GRAMS):
+        if (
+            is_short_claim(claim)
+            and self._asked.grams
+            and not (cross and len(claim.grams - claim.numbers) > NAME_GRAMS)
+        ):
             return self._short(claim_text, claim, unit, own, context)
         # numbers were checked above; the words must back the rest: a row with the right year and
         # figure but another line item ("Products") does not back "Services revenue was 1,200"

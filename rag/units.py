@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from rag.text.features import features
 from rag.errors import CiteqaError
 from rag.evidence import Window
 from rag.records import EvidenceUnit, Hit
+from rag.text.features import features
 
 PageText = Callable[[str, int], str]  # (doc_id, 1-based page) -> page text
 
@@ -32,7 +32,7 @@ _BARE = re.compile(r"^[\W\d_]*$")  # digits and punctuation only: "4.", "38", "(
 
 
 def unit_kind(text: str, is_header_row: bool = False) -> str:
-    """"row", "header", "item", "heading" or "sentence"."""
+    """ "row", "header", "item", "heading" or "sentence"."""
     stripped = text.strip()
     if stripped.startswith("|"):
         return "header" if is_header_row or set(stripped) <= set("|-: ") else "row"
@@ -46,7 +46,11 @@ def unit_kind(text: str, is_header_row: bool = False) -> str:
         return "heading"  # "Financial results.": a label with a full stop
     # a short line without a sentence end and without a figure: a title ("第一节 公司简介"); a short
     # line with a figure ("Net income $ 4,756") is a statement row that lost its table
-    if stripped[-1:] not in _ENDS and len(stripped) <= HEADING_CHARS and not re.search(r"\d", _SECTION.sub("", stripped)):
+    if (
+        stripped[-1:] not in _ENDS
+        and len(stripped) <= HEADING_CHARS
+        and not re.search(r"\d", _SECTION.sub("", stripped))
+    ):
         return "heading"
     return "item" if _LIST_ITEM.match(stripped) else "sentence"
 

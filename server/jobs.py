@@ -156,8 +156,9 @@ class JobManager:
         password: str | None = None,
     ) -> Job:
         """Queue an ingestion of `paths` into `kb` (`password` opens encrypted PDFs of this job only)."""
-        job = Job(id=uuid.uuid4().hex[:12], kb=kb, paths=[str(p) for p in paths], kind=kind, before=before,
-                  password=password)
+        job = Job(
+            id=uuid.uuid4().hex[:12], kb=kb, paths=[str(p) for p in paths], kind=kind, before=before, password=password
+        )
         job.progress = {"files_total": len(paths), "files_done": 0, "ratio": 0.0}
         with self._lock:
             job.seq = next(self._seq)
@@ -165,8 +166,11 @@ class JobManager:
             self._trim()
         self._queue.put(job)
         self._update_gauges()
-        log.info("job %s queued", job.id, extra={"fields": {"event": "job_queued", "job": job.id, "kb": kb,
-                                                             "files": len(paths)}})
+        log.info(
+            "job %s queued",
+            job.id,
+            extra={"fields": {"event": "job_queued", "job": job.id, "kb": kb, "files": len(paths)}},
+        )
         return job
 
     def get(self, job_id: str) -> Job:
@@ -318,9 +322,19 @@ class JobManager:
             self.state.metrics.ingest_progress.set(1.0)
         self._update_gauges()
         log.info(
-            "job %s %s", job.id, state,
-            extra={"fields": {"event": "job_finished", "job": job.id, "kb": job.kb, "state": state,
-                              "error": job.error, "summary": job.summary}},
+            "job %s %s",
+            job.id,
+            state,
+            extra={
+                "fields": {
+                    "event": "job_finished",
+                    "job": job.id,
+                    "kb": job.kb,
+                    "state": state,
+                    "error": job.error,
+                    "summary": job.summary,
+                }
+            },
         )
 
     def _update_gauges(self) -> None:

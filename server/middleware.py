@@ -137,14 +137,18 @@ class TimeoutMiddleware:
             if started:
                 return  # headers are out: closing the connection is all that is left
             body = json.dumps(
-                error_body("Timeout", f"request exceeded the server's time limit of {self.timeout_s:g} s "
-                           "(server.request_timeout_s)")
+                error_body(
+                    "Timeout",
+                    f"request exceeded the server's time limit of {self.timeout_s:g} s (server.request_timeout_s)",
+                )
             ).encode()
-            await send({
-                "type": "http.response.start",
-                "status": 504,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            })
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 504,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
 
 

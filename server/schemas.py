@@ -51,7 +51,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # --- knowledge bases -------------------------------------------------------------------------------
 class KBCreate(Strict):
     name: str = Field(
-        min_length=1, max_length=64, description="Letters, digits, '_', '-' or '.', starting with a letter or digit.",
+        min_length=1,
+        max_length=64,
+        description="Letters, digits, '_', '-' or '.', starting with a letter or digit.",
         examples=["finance"],
     )
 
@@ -98,8 +100,10 @@ class JobOut(Open):
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"] = Field(examples=["running"])
     files: list[str] = Field(examples=[["report.pdf"]])
     files_failed: int = Field(
-        0, description="Files that could not be ingested (see summary.failed). A job where every file failed is "
-        "`failed`; one where some did is `succeeded` with this count above 0.", examples=[0],
+        0,
+        description="Files that could not be ingested (see summary.failed). A job where every file failed is "
+        "`failed`; one where some did is `succeeded` with this count above 0.",
+        examples=[0],
     )
     progress: dict[str, Any] = Field(
         description="What the ingestion pipeline reports (files, pages and chunks done); `ratio` is the share "
@@ -107,7 +111,8 @@ class JobOut(Open):
         examples=[{"files_total": 2, "files_done": 1, "pages": 12, "chunks": 40, "ratio": 0.5}],
     )
     summary: dict[str, Any] | None = Field(
-        None, description="When finished: {added, updated, skipped, failed: [{path, error}], chunks, seconds}; "
+        None,
+        description="When finished: {added, updated, skipped, failed: [{path, error}], chunks, seconds}; "
         "a failure's `path` is the file's name.",
     )
     error: str | None = Field(None, description="Why the job failed (for a failed job: the files' errors).")
@@ -136,7 +141,9 @@ class UploadResponse(BaseModel):
 class ChatMessage(Open):
     role: Literal["system", "user", "assistant", "tool", "developer"] = Field(examples=["user"])
     content: str | list[dict[str, Any]] | None = Field(
-        None, description="Text, or OpenAI content parts ([{type: 'text', text: ...}]).", examples=["What was revenue in 2023?"]
+        None,
+        description="Text, or OpenAI content parts ([{type: 'text', text: ...}]).",
+        examples=["What was revenue in 2023?"],
     )
 
     def text(self) -> str:
@@ -154,7 +161,8 @@ class SearchRequest(Strict):
     doc_ids: list[str] = Field(default_factory=list, max_length=MAX_DOC_IDS, description="Only search these documents.")
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"query": "What was revenue in 2023?", "kb": "finance", "k": 5}]}
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "What was revenue in 2023?", "kb": "finance", "k": 5}]},
     )
 
 
@@ -181,7 +189,9 @@ class AskRequest(Strict):
     history: list[ChatMessage] = Field(
         default_factory=list, description="Earlier turns; a follow-up question is rewritten with them."
     )
-    doc_ids: list[str] = Field(default_factory=list, max_length=MAX_DOC_IDS, description="Only answer from these documents.")
+    doc_ids: list[str] = Field(
+        default_factory=list, max_length=MAX_DOC_IDS, description="Only answer from these documents."
+    )
     stream: bool = Field(
         False,
         description="Server-Sent Events instead of JSON: `token` events ({text}), then `citations` (the final "
@@ -244,7 +254,9 @@ class ChatCompletionRequest(Open):
     model_config = ConfigDict(
         extra="allow",
         json_schema_extra={
-            "examples": [{"model": "citeqa:finance", "messages": [{"role": "user", "content": "What was revenue in 2023?"}]}]
+            "examples": [
+                {"model": "citeqa:finance", "messages": [{"role": "user", "content": "What was revenue in 2023?"}]}
+            ]
         },
     )
 

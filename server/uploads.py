@@ -46,7 +46,9 @@ def check_extension(name: str, allowed: set[str]) -> str:
     """The lower-case extension of `name`, or UnsupportedFormat (415) naming what is accepted."""
     ext = Path(name).suffix.lower()
     if ext not in allowed:
-        raise UnsupportedFormat(name, f"type {ext or '(none)'!r} is not accepted; upload one of {', '.join(sorted(allowed))}")
+        raise UnsupportedFormat(
+            name, f"type {ext or '(none)'!r} is not accepted; upload one of {', '.join(sorted(allowed))}"
+        )
     return ext
 
 

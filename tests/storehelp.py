@@ -54,16 +54,8 @@ def make_doc(
     return doc, chunks
 
 
-def add(
-    store, embedder, source: str, pages: Sequence[Sequence[str]], **kw
-) -> tuple[ParsedDocument, list[Chunk]]:  # type: ignore[no-untyped-def]
-    doc, chunks = make_doc(
-        source, pages, **{k: v for k, v in kw.items() if k != "replaces"}
-    )
-    vectors = (
-        embedder.embed_documents([c.text for c in chunks])
-        if chunks
-        else np.zeros((0, embedder.dim), np.float32)
-    )
+def add(store, embedder, source: str, pages: Sequence[Sequence[str]], **kw) -> tuple[ParsedDocument, list[Chunk]]:  # type: ignore[no-untyped-def]
+    doc, chunks = make_doc(source, pages, **{k: v for k, v in kw.items() if k != "replaces"})
+    vectors = embedder.embed_documents([c.text for c in chunks]) if chunks else np.zeros((0, embedder.dim), np.float32)
     store.add_document(doc, chunks, vectors, replaces=kw.get("replaces"))
     return doc, chunks

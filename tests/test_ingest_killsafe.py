@@ -59,8 +59,14 @@ def make_corpus(folder: Path, n: int = 7) -> None:
     for i in range(n):
         pages = []
         for p in range(2):
-            sentences = [f"第{i}号文件第{p + 1}页：本期{rng.choice(words)}同比增长{rng.randint(1, 99)}%。" for _ in range(2)]
-            pages.append(f"第{p + 1}节 报告\n\n" + "".join(sentences) + f"\n\nDocument {i} page {p + 1} mentions {rng.choice(words)}.")
+            sentences = [
+                f"第{i}号文件第{p + 1}页：本期{rng.choice(words)}同比增长{rng.randint(1, 99)}%。" for _ in range(2)
+            ]
+            pages.append(
+                f"第{p + 1}节 报告\n\n"
+                + "".join(sentences)
+                + f"\n\nDocument {i} page {p + 1} mentions {rng.choice(words)}."
+            )
         make_pdf(folder / f"report_{i:02d}.pdf", pages)
 
 

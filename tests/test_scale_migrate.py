@@ -36,7 +36,9 @@ pg_url = test_store_contract.pg_url  # the session's PostgreSQL, shared with the
 
 pytestmark = [
     pytest.mark.scale,
-    pytest.mark.skipif(not (have_pgserver() and have_milvus()), reason="needs pgserver, psycopg, pymilvus, milvus-lite"),
+    pytest.mark.skipif(
+        not (have_pgserver() and have_milvus()), reason="needs pgserver, psycopg, pymilvus, milvus-lite"
+    ),
 ]
 
 
@@ -60,7 +62,19 @@ def snapshot(store: Store) -> dict[str, object]:
     chunks = {}
     for batch, vecs in store.iter_vectors():  # type: ignore[attr-defined]
         for c, v in zip(batch, vecs):
-            chunks[c.id] = (c.doc_id, c.ordinal, c.text, c.page_start, c.page_end, c.char_start, c.char_end, c.section, c.token_count, c.doc, np.round(v, 5).tolist())
+            chunks[c.id] = (
+                c.doc_id,
+                c.ordinal,
+                c.text,
+                c.page_start,
+                c.page_end,
+                c.char_start,
+                c.char_end,
+                c.section,
+                c.token_count,
+                c.doc,
+                np.round(v, 5).tolist(),
+            )
     queries = ["营业收入 增长", "revenue cloud services", "碳酸锂", "risk currency Europe"]
     dense = [[h.chunk.id for h in store.dense_search(fake_query(q), 4)] for q in queries]
     keyword = [[h.chunk.id for h in store.keyword_search(q, 4)] for q in queries]
@@ -126,10 +140,14 @@ def test_export_import_file_and_mismatch(all_settings: dict[str, Settings], tmp_
     st = STORES.create("faiss").open(all_settings["faiss"], "imported", embedder_id="fake", dim=64, create=False)
     assert snapshot(st) == before
     st.close()
-    imported = import_kb(all_settings["faiss"], "imported-mv", out, backend="milvus", url=all_settings["milvus"].store.url)
+    imported = import_kb(
+        all_settings["faiss"], "imported-mv", out, backend="milvus", url=all_settings["milvus"].store.url
+    )
     assert imported["backend"] == "milvus" and imported["chunks"] == len(before["chunks"])  # type: ignore[arg-type]
 
-    other = STORES.create("faiss").open(all_settings["faiss"], "other-embedder", embedder_id="other", dim=64, create=True)
+    other = STORES.create("faiss").open(
+        all_settings["faiss"], "other-embedder", embedder_id="other", dim=64, create=True
+    )
     other.close()
     with pytest.raises(EmbedderMismatch):
         import_kb(all_settings["faiss"], "other-embedder", out)
@@ -148,7 +166,9 @@ def test_migrate_to_uses_source_embedder_without_loading_a_model(all_settings: d
     src.close()
     result = migrate_to(settings, "finance", "pgvector", all_settings["pgvector"].store.url, target_name="finance-pg")
     assert result["documents"] == 3 and result["target"]["stats"]["backend"] == "pgvector"
-    dst = STORES.create("pgvector").open(all_settings["pgvector"], "finance-pg", embedder_id=None, dim=None, create=False)
+    dst = STORES.create("pgvector").open(
+        all_settings["pgvector"], "finance-pg", embedder_id=None, dim=None, create=False
+    )
     assert dst.embedder_id == "fake"
     np.testing.assert_allclose(dst.cached_vectors(hashes)[hashes[0]], want[hashes[0]], atol=1e-6)
     dst.close()

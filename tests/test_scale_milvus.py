@@ -37,9 +37,22 @@ def _half_write(store, doc, chunks, *, replaces: str = "") -> None:  # type: ign
     c.upsert(store._docs, [store._doc_row(doc, chunks[0].doc_id, len(chunks), "writing", replaces, 0.0)])
     vecs = FakeEmbedder().embed_documents([ch.text for ch in chunks])
     rows = [
-        {"id": ch.id, "doc_id": ch.doc_id, "ordinal": ch.ordinal, "text": ch.text, "page_start": 1, "page_end": 1,
-         "char_start": 0, "char_end": 1, "section": "", "token_count": 0, "text_sha": "x", "source": doc.source,
-         "tokens": "policy marker", "embedding": v.tolist()}
+        {
+            "id": ch.id,
+            "doc_id": ch.doc_id,
+            "ordinal": ch.ordinal,
+            "text": ch.text,
+            "page_start": 1,
+            "page_end": 1,
+            "char_start": 0,
+            "char_end": 1,
+            "section": "",
+            "token_count": 0,
+            "text_sha": "x",
+            "source": doc.source,
+            "tokens": "policy marker",
+            "embedding": v.tolist(),
+        }
         for ch, v in zip(chunks, vecs)
     ]
     c.insert(store._chunks, rows)

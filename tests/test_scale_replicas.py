@@ -29,7 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 pg_url = test_store_contract.pg_url  # the session's PostgreSQL, shared with the contract suite
 
-pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.skipif(not have_pgserver(), reason="needs pgserver + psycopg")]
+pytestmark = [
+    pytest.mark.scale,
+    pytest.mark.slow,
+    pytest.mark.skipif(not have_pgserver(), reason="needs pgserver + psycopg"),
+]
 
 _COMMON = textwrap.dedent(
     """
@@ -112,7 +116,9 @@ _WRITER = _COMMON + textwrap.dedent(
 )
 
 
-def test_two_replicas_answer_consistently_while_a_third_process_ingests(fake_settings: Settings, pg_url: str, tmp_path: Path) -> None:
+def test_two_replicas_answer_consistently_while_a_third_process_ingests(
+    fake_settings: Settings, pg_url: str, tmp_path: Path
+) -> None:
     settings = fake_settings.model_copy(deep=True)
     settings.store.backend = "pgvector"
     settings.store.url = pg_url
@@ -124,7 +130,12 @@ def test_two_replicas_answer_consistently_while_a_third_process_ingests(fake_set
     store = STORES.create("pgvector").open(settings, kb, embedder_id="fake", dim=64, create=True)
     ingest(store, *make_doc("zh.pdf", ZH_PAGES))
     ingest(store, *make_doc("en.pdf", EN_PAGES))
-    ingest(store, *make_doc("policy.pdf", ["policymarker v0 statement of policy\n\npolicymarker v0 second paragraph"], version="0"))
+    ingest(
+        store,
+        *make_doc(
+            "policy.pdf", ["policymarker v0 statement of policy\n\npolicymarker v0 second paragraph"], version="0"
+        ),
+    )
     store.close()
 
     settings_file = tmp_path / "settings.json"
@@ -137,7 +148,10 @@ def test_two_replicas_answer_consistently_while_a_third_process_ingests(fake_set
     def spawn(script: str, *extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, str(tmp_path / script), str(settings_file), kb, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
         )
 
     readers = [spawn("reader.py", str(stop)) for _ in range(2)]
@@ -168,5 +182,11 @@ def test_two_replicas_answer_consistently_while_a_third_process_ingests(fake_set
     # rag.retrieval runs its dense and keyword reads in one store.snapshot(): no HTTP answer may mix
     # the old and the new version of a document being replaced.
     assert all(r["app_mixed"] == 0 for r in results), results
-    print("reader modes:", [r["mode"] for r in results], "queries:", [r["queries"] for r in results],
-          "http answers with two versions:", [r["app_mixed"] for r in results])
+    print(
+        "reader modes:",
+        [r["mode"] for r in results],
+        "queries:",
+        [r["queries"] for r in results],
+        "http answers with two versions:",
+        [r["app_mixed"] for r in results],
+    )

@@ -55,7 +55,10 @@ def test_correct_with_numbers() -> None:
     noise = "Temperatures of 1 and 81.8 degrees were recorded in Ohio, Texas, Nevada and Utah last summer"
     assert correctness(noise, long_ref)["numbers_match"] is True and correctness(noise, long_ref)["correct"] is False
     assert correctness("Net sales fell to 81.8 billion dollars on lower iPhone revenue.", long_ref)["correct"] is False
-    assert correctness("Net sales decreased 1% to 81.8 billion dollars on lower iPhone revenue.", long_ref)["correct"] is True
+    assert (
+        correctness("Net sales decreased 1% to 81.8 billion dollars on lower iPhone revenue.", long_ref)["correct"]
+        is True
+    )
 
 
 def test_correct_without_numbers_and_refusal() -> None:

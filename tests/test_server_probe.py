@@ -44,7 +44,9 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
 
 
 def upload(client: TestClient, kb: str, files: list[tuple[str, bytes]], **form: str) -> dict[str, Any]:
-    r = client.post(f"/v1/kbs/{kb}/documents", files=[("files", (n, b, "application/octet-stream")) for n, b in files], data=form)
+    r = client.post(
+        f"/v1/kbs/{kb}/documents", files=[("files", (n, b, "application/octet-stream")) for n, b in files], data=form
+    )
     assert r.status_code == 202, r.text
     return wait_job(client, r.json()["job"]["id"])
 
@@ -72,7 +74,9 @@ def test_job_whose_every_file_failed_reports_failed(world: dict[str, Any]) -> No
     assert two["state"] == "failed" and two["files_failed"] == 2
     assert two["error"].startswith("all 2 files failed; the first: bad-a.pdf: "), two["error"]
 
-    mixed = upload(client, "docs", [("fine.txt", b"Lumen Robotics employs 300 people."), ("worse.pdf", b"%PDF-1.4\nnope\n")])
+    mixed = upload(
+        client, "docs", [("fine.txt", b"Lumen Robotics employs 300 people."), ("worse.pdf", b"%PDF-1.4\nnope\n")]
+    )
     assert mixed["state"] == "succeeded" and mixed["files_failed"] == 1 and mixed["error"] is None
     assert mixed["summary"]["added"] == 1
     assert [f["path"] for f in mixed["summary"]["failed"]] == ["worse.pdf"]
@@ -142,8 +146,11 @@ def test_page_png_finds_the_documents_kb(world: dict[str, Any]) -> None:
     """Regression: without `?kb=` the page route looked only in `default`: a citation's doc_id gave 404."""
     client: TestClient = world["client"]
     pdf = make_pdf(world["root"] / "atlas.pdf", ["Atlas Shipping moved 9 million containers in 2023."])
-    r = client.post("/v1/kbs/shipping/documents", files=[("files", ("atlas.pdf", pdf.read_bytes(), "application/pdf"))],
-                    data={"create": "true"})
+    r = client.post(
+        "/v1/kbs/shipping/documents",
+        files=[("files", ("atlas.pdf", pdf.read_bytes(), "application/pdf"))],
+        data={"create": "true"},
+    )
     assert wait_job(client, r.json()["job"]["id"])["state"] == "succeeded"
     doc_id = client.get("/v1/kbs/shipping/documents").json()["documents"][0]["id"]
 
@@ -219,8 +226,14 @@ def test_ratio_counts_chunks_inside_a_file() -> None:
     assert _ratio({**base, "chunks": 0, "chunks_per_s": 0.0, "eta_s": None}) == 0.0
     assert _ratio({**base, "chunks": 30, "chunks_per_s": 10.0, "eta_s": 7.0}) == pytest.approx(0.3)
     # Two files, one unchanged (done at scan time), the other half embedded.
-    assert _ratio({"files_total": 2, "files_done": 1, "to_parse": 1, "chunks": 5, "chunks_per_s": 5.0, "eta_s": 1.0}) == 0.75
-    assert _ratio({"files_total": 2, "files_done": 2, "to_parse": 2, "chunks": 8, "chunks_per_s": 4.0, "eta_s": 0.0}) == 1.0
+    assert (
+        _ratio({"files_total": 2, "files_done": 1, "to_parse": 1, "chunks": 5, "chunks_per_s": 5.0, "eta_s": 1.0})
+        == 0.75
+    )
+    assert (
+        _ratio({"files_total": 2, "files_done": 2, "to_parse": 2, "chunks": 8, "chunks_per_s": 4.0, "eta_s": 0.0})
+        == 1.0
+    )
     assert _ratio({"phase": "scanning"}) is None
 
 
@@ -234,12 +247,19 @@ class SlowEmbedder(FakeEmbedder):
 
 def test_single_file_job_ratio_moves_before_the_file_is_done(tmp_path: Path) -> None:
     """Regression: a one-file job reported ratio 0 until the whole file was written."""
-    settings = make_settings(tmp_path / "home", **{"embedder.batch_size": 2, "chunking.max_tokens": 40, "chunking.min_tokens": 0})
-    text = "\n\n".join(f"Paragraph {i} says that shipment {i} left port number {i * 7} on a Monday." * 3 for i in range(40))
+    settings = make_settings(
+        tmp_path / "home", **{"embedder.batch_size": 2, "chunking.max_tokens": 40, "chunking.min_tokens": 0}
+    )
+    text = "\n\n".join(
+        f"Paragraph {i} says that shipment {i} left port number {i * 7} on a Monday." * 3 for i in range(40)
+    )
     with TestClient(create_app(settings, embedder=FakeEmbedder(), generator=StubGenerator())) as client:
         client.app.state.citeqa._ingest_embedder = SlowEmbedder()  # type: ignore[attr-defined]
-        r = client.post("/v1/kbs/slow/documents", files=[("files", ("long.txt", text.encode(), "text/plain"))],
-                        data={"create": "true"})
+        r = client.post(
+            "/v1/kbs/slow/documents",
+            files=[("files", ("long.txt", text.encode(), "text/plain"))],
+            data={"create": "true"},
+        )
         job_id = r.json()["job"]["id"]
         seen: list[float] = []
         deadline = time.monotonic() + 60
@@ -288,8 +308,11 @@ def test_upload_password_opens_an_encrypted_pdf(world: dict[str, Any]) -> None:
     assert locked["state"] == "failed" and "encrypted" in locked["error"] and locked["error"].startswith("vault.pdf")
     wrong = upload(client, "docs", [("vault.pdf", pdf.read_bytes())], password="nope")
     assert wrong["state"] == "failed" and "wrong" in wrong["error"]
-    r = client.post("/v1/kbs/docs/documents", files=[("files", ("vault.pdf", pdf.read_bytes(), "application/pdf"))],
-                    data={"password": "open-sesame"})
+    r = client.post(
+        "/v1/kbs/docs/documents",
+        files=[("files", ("vault.pdf", pdf.read_bytes(), "application/pdf"))],
+        data={"password": "open-sesame"},
+    )
     assert r.status_code == 202 and "open-sesame" not in r.text
     job = wait_job(client, r.json()["job"]["id"])
     assert job["state"] == "succeeded" and job["summary"]["added"] == 1, job
@@ -299,16 +322,20 @@ def test_upload_password_opens_an_encrypted_pdf(world: dict[str, Any]) -> None:
     body = client.get("/openapi.json").json()["paths"]["/v1/kbs/{kb}/documents"]["post"]["requestBody"]
     assert "password" in body["content"]["multipart/form-data"]["schema"]["properties"]
     # A password sent as a file part is a client error, not a crash.
-    r = client.post("/v1/kbs/docs/documents", files=[("files", ("a.txt", b"x", "text/plain")), ("password", ("p", b"pw", "text/plain"))])
+    r = client.post(
+        "/v1/kbs/docs/documents",
+        files=[("files", ("a.txt", b"x", "text/plain")), ("password", ("p", b"pw", "text/plain"))],
+    )
     assert r.status_code == 400
-
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian's chromium and chromium-driver")
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian's chromium and chromium-driver"
+)
 def test_docs_render_in_a_browser_without_internet(tmp_path: Path) -> None:
     """Swagger UI draws the operations from the local assets (this machine reaches no CDN)."""
     from selenium import webdriver
@@ -319,8 +346,15 @@ def test_docs_render_in_a_browser_without_internet(tmp_path: Path) -> None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:

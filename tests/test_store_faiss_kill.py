@@ -40,9 +40,7 @@ for i in range(10_000):
 
 
 @pytest.mark.slow
-def test_kill_during_writes_keeps_kb_consistent(
-    fake_settings: Settings, tmp_path: Path
-) -> None:
+def test_kill_during_writes_keeps_kb_consistent(fake_settings: Settings, tmp_path: Path) -> None:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     home = str(fake_settings.paths.home)
@@ -71,7 +69,7 @@ def test_kill_during_writes_keeps_kb_consistent(
             "SELECT d.id, d.source, COUNT(c.rowid), MAX(c.text) FROM documents d JOIN chunks c ON c.doc_id=d.id GROUP BY d.id"
         ).fetchall()
         # Each document holds exactly the chunks of one version, never a mix or a partial write.
-        for doc_id, source, count, text in per_doc:
+        for doc_id, _source, _count, text in per_doc:
             version = text.split(" v", 1)[1].split(" ", 1)[0]
             assert (
                 conn.execute(
@@ -80,17 +78,10 @@ def test_kill_during_writes_keeps_kb_consistent(
                 ).fetchone()[0]
                 == 0
             )
-            assert (
-                conn.execute(
-                    "SELECT COUNT(*) FROM document_paths WHERE doc_id=?", (doc_id,)
-                ).fetchone()[0]
-                == 1
-            )
+            assert conn.execute("SELECT COUNT(*) FROM document_paths WHERE doc_id=?", (doc_id,)).fetchone()[0] == 1
         assert len({s for _, s, _, _ in per_doc}) == len(per_doc) <= 7
         total = sum(c for _, _, c, _ in per_doc)
-        assert (
-            conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == total
-        )  # no orphans, none missing
+        assert conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == total  # no orphans, none missing
         conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES('integrity-check')")
         conn.close()
         stats = store.stats()

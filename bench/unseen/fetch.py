@@ -6,6 +6,7 @@ extracts them with `dpkg-deb -x`, copies only the needed PDFs into a cache
 folder and checks each file's sha256. Files already present with the right
 hash are left alone. Prints one path per PDF. Python 3 stdlib only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,25 +20,35 @@ from pathlib import Path
 # file name -> (package, version, path inside the package, sha256)
 DOCS: dict[str, tuple[str, str, str, str]] = {
     "debian-edu-bookworm-manual.pdf": (
-        "debian-edu-doc-zh-cn", "2.12.23~deb12u1",
+        "debian-edu-doc-zh-cn",
+        "2.12.23~deb12u1",
         "usr/share/doc/debian-edu-doc-zh-cn/debian-edu-bookworm-manual.pdf",
-        "ad8572d784e52cd2fdbd5c54231ddc6dc288f00e26046d941e2378499eb000db"),
+        "ad8572d784e52cd2fdbd5c54231ddc6dc288f00e26046d941e2378499eb000db",
+    ),
     "debian-edu-itil-manual.pdf": (
-        "debian-edu-doc-legacy-zh-cn", "2.12.23~deb12u1",
+        "debian-edu-doc-legacy-zh-cn",
+        "2.12.23~deb12u1",
         "usr/share/doc/debian-edu-doc-legacy-zh-cn/debian-edu-itil-manual.pdf",
-        "ded369ac45050e564910453733baf9cf6789eaf2cc93ec86adeb1e2d63863781"),
+        "ded369ac45050e564910453733baf9cf6789eaf2cc93ec86adeb1e2d63863781",
+    ),
     "rosegarden-manual.pdf": (
-        "debian-edu-doc-legacy-zh-cn", "2.12.23~deb12u1",
+        "debian-edu-doc-legacy-zh-cn",
+        "2.12.23~deb12u1",
         "usr/share/doc/debian-edu-doc-legacy-zh-cn/rosegarden-manual.pdf",
-        "46739db498cca83bcab1a910455c96f86b5dcffd6ff78957486d4020d0b88438"),
+        "46739db498cca83bcab1a910455c96f86b5dcffd6ff78957486d4020d0b88438",
+    ),
     "R-admin.pdf": (
-        "r-doc-pdf", "4.2.2.20221110-2",
+        "r-doc-pdf",
+        "4.2.2.20221110-2",
         "usr/share/R/doc/manual/R-admin.pdf",
-        "50e256b5f873bbee4c8482df3754fa8654f02ef693409fe5e30b2f114e3efe9f"),
+        "50e256b5f873bbee4c8482df3754fa8654f02ef693409fe5e30b2f114e3efe9f",
+    ),
     "maint-guide.en.pdf": (
-        "maint-guide", "1.2.53",
+        "maint-guide",
+        "1.2.53",
         "usr/share/doc/maint-guide/maint-guide.en.pdf",
-        "0b94abf28167fb3fe59db3d03f99b5faa50d9f6f696a7864825c5d0378ba27ef"),
+        "0b94abf28167fb3fe59db3d03f99b5faa50d9f6f696a7864825c5d0378ba27ef",
+    ),
 }
 
 DEFAULT_DEST = Path.home() / ".cache" / "citeqa" / "unseen"
@@ -69,10 +80,10 @@ def fetch_package(pkg: str, version: str, work: Path) -> Path:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dest", type=Path, default=DEFAULT_DEST,
-                    help=f"cache folder for the PDFs (default: {DEFAULT_DEST})")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--dest", type=Path, default=DEFAULT_DEST, help=f"cache folder for the PDFs (default: {DEFAULT_DEST})"
+    )
     args = ap.parse_args()
     dest: Path = args.dest.expanduser()
     dest.mkdir(parents=True, exist_ok=True)
@@ -87,8 +98,10 @@ def main() -> int:
     if todo:
         for tool in ("apt-get", "dpkg-deb"):
             if shutil.which(tool) is None:
-                sys.exit(f"error: '{tool}' not found; run this on a Debian/Ubuntu "
-                         "system with apt configured for Debian bookworm")
+                sys.exit(
+                    f"error: '{tool}' not found; run this on a Debian/Ubuntu "
+                    "system with apt configured for Debian bookworm"
+                )
         with tempfile.TemporaryDirectory(prefix="citeqa-unseen-") as tmp:
             work = Path(tmp)
             for (pkg, ver), names in todo.items():
@@ -103,8 +116,7 @@ def main() -> int:
     for name, (_pkg, _ver, _inner, digest) in DOCS.items():
         got = sha256(dest / name)
         if got != digest:
-            print(f"error: sha256 mismatch for {dest / name}: "
-                  f"expected {digest}, got {got}", file=sys.stderr)
+            print(f"error: sha256 mismatch for {dest / name}: expected {digest}, got {got}", file=sys.stderr)
             bad = True
         else:
             print(dest / name)

@@ -120,7 +120,9 @@ def open_pdf(path: Path, settings: IngestSettings, password: str | None = None) 
         doc.close()
         # A file cut off before its page tree is "repaired" by MuPDF into zero pages: say what happened.
         if not _ends_with_eof(path):
-            raise CorruptDocument(str(path), "truncated PDF: the file ends before its %%EOF marker and no page survives")
+            raise CorruptDocument(
+                str(path), "truncated PDF: the file ends before its %%EOF marker and no page survives"
+            )
         raise EmptyDocument(str(path), "PDF has no pages")
     if count > settings.max_pages:
         doc.close()

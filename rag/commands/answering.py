@@ -136,12 +136,16 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     build = rows["llama_cpp"]
     if build.get("installed"):
-        rows["llama_cpp"] = f"llama-cpp-python {build['version']}, {build['build']} build ({' '.join(build['cpu_features'])})"
+        rows["llama_cpp"] = (
+            f"llama-cpp-python {build['version']}, {build['build']} build ({' '.join(build['cpu_features'])})"
+        )
     else:
         rows["llama_cpp"] = "not installed (run `make install`)"
     if isinstance(rows.get("prefill"), dict):
         p = rows["prefill"]
-        rows["prefill"] = f"{p['tokens_per_s']:.0f} prompt tokens/s ({p['probe_tokens']:.0f}-token probe, {settings.llm.name})"
+        rows["prefill"] = (
+            f"{p['tokens_per_s']:.0f} prompt tokens/s ({p['probe_tokens']:.0f}-token probe, {settings.llm.name})"
+        )
     for k, v in rows.items():
         print(f"{k:>20}: {v}")
     return 0

@@ -15,6 +15,7 @@ from rag.embedders.prefixes import resolve_prefixes
 from rag.errors import ConfigError, ModelNotAvailable
 from rag.settings import EmbedderSettings
 
+
 class SentenceTransformerEmbedder:
     def __init__(self, name_or_path: str, settings: EmbedderSettings) -> None:
         if not name_or_path:

@@ -39,7 +39,9 @@ def llama_build() -> dict[str, Any]:
             info["build"] = recorded.get("build", "unknown")
     system = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
     # "CPU : SSE3 = 1 | AVX = 1 | ..." -> ["SSE3", "AVX", ...]
-    info["cpu_features"] = [part.split("=")[0].split(":")[-1].strip() for part in system.split("|") if part.strip().endswith("= 1")]
+    info["cpu_features"] = [
+        part.split("=")[0].split(":")[-1].strip() for part in system.split("|") if part.strip().endswith("= 1")
+    ]
     return info
 
 
@@ -57,4 +59,8 @@ def prefill_probe(generator: Any) -> dict[str, float] | None:
         llm.eval(tokens)
         seconds = time.perf_counter() - start
         llm.reset()
-    return {"probe_tokens": float(len(tokens)), "seconds": round(seconds, 3), "tokens_per_s": round(len(tokens) / seconds, 1)}
+    return {
+        "probe_tokens": float(len(tokens)),
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(len(tokens) / seconds, 1),
+    }

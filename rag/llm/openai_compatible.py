@@ -78,7 +78,9 @@ class OpenAIGenerator:
     def count_tokens(self, text: str) -> int:
         return approx_tokens(text)
 
-    def _payload(self, messages: list[Message], stream: bool, max_tokens: int, temperature: float, stop: list[str] | None) -> dict[str, Any]:
+    def _payload(
+        self, messages: list[Message], stream: bool, max_tokens: int, temperature: float, stop: list[str] | None
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": messages,

@@ -15,9 +15,7 @@ from rag.settings import RetrievalSettings
 __all__ = ["HybridRetriever", "hit_to_dict", "make_retriever"]
 
 
-def make_retriever(
-    store: Store, embedder: Embedder, settings: RetrievalSettings
-) -> Retriever:
+def make_retriever(store: Store, embedder: Embedder, settings: RetrievalSettings) -> Retriever:
     """The retriever described by `settings` (mode, fusion weights, reranker, neighbours, floor)."""
     return HybridRetriever(store, embedder, settings)
 

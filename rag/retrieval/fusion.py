@@ -23,9 +23,7 @@ def rrf_fuse(rankings: Sequence[tuple[str, float, list[Hit]]], rrf_k: int) -> li
         for rank, hit in enumerate(hits, start=1):
             entry = fused.get(hit.chunk.id)
             if entry is None:
-                entry = Hit(
-                    chunk=hit.chunk, score=0.0, rank=0, retriever="hybrid", scores={}
-                )
+                entry = Hit(chunk=hit.chunk, score=0.0, rank=0, retriever="hybrid", scores={})
                 fused[hit.chunk.id] = entry
             entry.score += weight / (rrf_k + rank)
             entry.scores[name] = hit.score
@@ -44,9 +42,7 @@ def _shingles(text: str) -> set[str]:
     return {norm[i : i + 4] for i in range(len(norm) - 3)}
 
 
-def drop_near_duplicates(
-    hits: list[Hit], threshold: float = DUPLICATE_JACCARD, limit: int | None = None
-) -> list[Hit]:
+def drop_near_duplicates(hits: list[Hit], threshold: float = DUPLICATE_JACCARD, limit: int | None = None) -> list[Hit]:
     """Keep the best-ranked of chunks whose texts are (nearly) identical, e.g. repeated boilerplate.
 
     Stops once `limit` hits are kept (only the top of the list is ever used).

@@ -13,13 +13,12 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager, nullcontext
 
-from rag.text.features import features, question_features
 from rag.lang import detect_language
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
 from rag.records import Hit
 from rag.retrieval.fusion import drop_near_duplicates, rrf_fuse
 from rag.settings import RetrievalSettings
-
+from rag.text.features import features, question_features
 
 KEYWORD_FLOOR_HITS = 3  # keyword hits whose coverage of the question the floor looks at
 
@@ -59,9 +58,7 @@ class HybridRetriever:
             self._reranker = CrossEncoderReranker(self.settings.reranker)
         return self._reranker
 
-    def retrieve(
-        self, query: str, k: int, flt: SearchFilter | None = None
-    ) -> Retrieval:
+    def retrieve(self, query: str, k: int, flt: SearchFilter | None = None) -> Retrieval:
         s = self.settings
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -119,7 +116,11 @@ class HybridRetriever:
             no_evidence = (not dense or best < s.min_score) and coverage < s.min_keyword_coverage
         timings["total_ms"] = (time.perf_counter() - start) * 1000
         return Retrieval(
-            hits=hits, no_evidence=no_evidence, best_score=float(best), timings=timings, keyword_coverage=coverage,
+            hits=hits,
+            no_evidence=no_evidence,
+            best_score=float(best),
+            timings=timings,
+            keyword_coverage=coverage,
             languages=frozenset(detect_language(h.chunk.text) for h in dense + keyword),
         )
 
@@ -130,10 +131,7 @@ class HybridRetriever:
         for hit in hits:
             out.append(hit)
             for nb in self.store.neighbours(hit.chunk, n):
-                same_page = (
-                    nb.page_start <= hit.chunk.page_end
-                    and nb.page_end >= hit.chunk.page_start
-                )
+                same_page = nb.page_start <= hit.chunk.page_end and nb.page_end >= hit.chunk.page_start
                 if nb.id in seen or not same_page:
                     continue
                 seen.add(nb.id)

@@ -31,14 +31,8 @@ class CrossEncoderReranker:
                 device="cpu",
             )
         except (OSError, ValueError) as exc:
-            hint = (
-                ""
-                if Path(name_or_path).exists()
-                else " (no such local folder; model hubs are offline)"
-            )
-            raise ModelNotAvailable(
-                f"reranker {name_or_path!r} cannot be loaded{hint}: {exc}"
-            ) from exc
+            hint = "" if Path(name_or_path).exists() else " (no such local folder; model hubs are offline)"
+            raise ModelNotAvailable(f"reranker {name_or_path!r} cannot be loaded{hint}: {exc}") from exc
         self.name = name_or_path
         self._lock = threading.Lock()
 
@@ -46,9 +40,7 @@ class CrossEncoderReranker:
         if not hits:
             return hits
         with self._lock:
-            raw = self._model.predict(
-                [(query, h.chunk.text) for h in hits], show_progress_bar=False
-            )
+            raw = self._model.predict([(query, h.chunk.text) for h in hits], show_progress_bar=False)
         scores = [float(s) if not hasattr(s, "__len__") else float(s[-1]) for s in raw]
         ranked = sorted(zip(hits, scores), key=lambda pair: -pair[1])
         out: list[Hit] = []

@@ -77,13 +77,9 @@ STORES.register(
 )
 STORES.register(
     "pgvector",
-    _lazy(
-        "rag.store.pgvector", "PgvectorBackend", "pip install 'psycopg[binary,pool]'"
-    ),
+    _lazy("rag.store.pgvector", "PgvectorBackend", "pip install 'psycopg[binary,pool]'"),
 )
-STORES.register(
-    "milvus", _lazy("rag.store.milvus", "MilvusBackend", "pip install pymilvus")
-)
+STORES.register("milvus", _lazy("rag.store.milvus", "MilvusBackend", "pip install pymilvus"))
 
 
 def chunk_text_hash(text: str) -> str:

@@ -20,7 +20,9 @@ EN_STOP = frozenset(
     "what which who whom whose when where why how do does did has have had not no than then there their they them "
     "we our you your he she his her i me my into about over under per".split()
 )
-ZH_STOP = frozenset("的 了 和 是 在 与 及 或 等 中 对 为 以 之 其 该 这 那 有 也 就 都 而 并 从 被 把 吗 呢 吧 啊 什么 多少 哪些 哪个 如何 怎么 是否".split())
+ZH_STOP = frozenset(
+    "的 了 和 是 在 与 及 或 等 中 对 为 以 之 其 该 这 那 有 也 就 都 而 并 从 被 把 吗 呢 吧 啊 什么 多少 哪些 哪个 如何 怎么 是否".split()
+)
 
 
 @lru_cache(maxsize=1)

@@ -48,12 +48,8 @@ class DenseIndex:
         self.dim = dim
         self.kind = kind
         self.index = self._new(kind)
-        self.dead: set[int] = (
-            set()
-        )  # ids removed from SQLite but still inside an HNSW graph
-        self._pos_cache: tuple[int, np.ndarray, np.ndarray] | None = (
-            None  # (ntotal, sorted ids, positions)
-        )
+        self.dead: set[int] = set()  # ids removed from SQLite but still inside an HNSW graph
+        self._pos_cache: tuple[int, np.ndarray, np.ndarray] | None = None  # (ntotal, sorted ids, positions)
 
     def _new(self, kind: str):  # type: ignore[no-untyped-def]
         faiss = _faiss()
@@ -87,9 +83,7 @@ class DenseIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(
-            len(ids), self.dim
-        )
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if self.dead:
             self.dead.difference_update(ids.tolist())
@@ -140,19 +134,13 @@ class DenseIndex:
         fetch = min(self.ntotal, k + (min(len(self.dead), 4 * k) if self.dead else 0))
         _threads(1)
         scores, ids = self.index.search(q, fetch)
-        out = [
-            (int(i), float(s))
-            for i, s in zip(ids[0], scores[0])
-            if i >= 0 and int(i) not in self.dead
-        ]
+        out = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in self.dead]
         if len(out) < k and self.dead and self.live > len(out):
             # Too many tombstones near the query: fall back to an exact scan of live vectors.
             return self.search_subset(query, k, self.live_ids())
         return out[:k]
 
-    def search_subset(
-        self, query: np.ndarray, k: int, ids: np.ndarray
-    ) -> list[tuple[int, float]]:
+    def search_subset(self, query: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[int, float]]:
         """Exact top-k over the given ids only (for narrow filters)."""
         if len(ids) == 0 or k <= 0:
             return []
@@ -163,17 +151,13 @@ class DenseIndex:
         if len(pos) == 0:
             return []
         stored_ids = self.ids()[pos]
-        scores = self.vectors()[pos] @ np.asarray(query, dtype=np.float32).reshape(
-            self.dim
-        )
+        scores = self.vectors()[pos] @ np.asarray(query, dtype=np.float32).reshape(self.dim)
         top = min(k, len(scores))
         best = np.argpartition(-scores, top - 1)[:top]
         best = best[np.argsort(-scores[best], kind="stable")]
         return [(int(stored_ids[i]), float(scores[i])) for i in best]
 
-    def search_selected(
-        self, query: np.ndarray, k: int, ids: np.ndarray
-    ) -> list[tuple[int, float]]:
+    def search_selected(self, query: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[int, float]]:
         """Top-k restricted to `ids` using FAISS's id selector (wide filters; exact for Flat)."""
         faiss = _faiss()
         if self.dead:

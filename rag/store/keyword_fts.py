@@ -72,13 +72,9 @@ class DocFrequencies:
 
     def __init__(self, capacity: int = 50_000) -> None:
         self.capacity = capacity
-        self._cache: OrderedDict[str, tuple[int, int]] = (
-            OrderedDict()
-        )  # term -> (df, rows then)
+        self._cache: OrderedDict[str, tuple[int, int]] = OrderedDict()  # term -> (df, rows then)
 
-    def get(
-        self, conn: sqlite3.Connection, terms: list[str], total_rows: int
-    ) -> dict[str, int]:
+    def get(self, conn: sqlite3.Connection, terms: list[str], total_rows: int) -> dict[str, int]:
         out: dict[str, int] = {}
         missing: list[str] = []
         for t in terms:

@@ -36,7 +36,13 @@ class Manifest:
 
     @classmethod
     def for_new_kb(
-        cls, name: str, backend: str, embedder_id: str | None, dim: int | None, chunker: dict[str, Any], index: dict[str, Any]
+        cls,
+        name: str,
+        backend: str,
+        embedder_id: str | None,
+        dim: int | None,
+        chunker: dict[str, Any],
+        index: dict[str, Any],
     ) -> Manifest:
         """The manifest of a knowledge base about to be created (every backend records the same)."""
         if embedder_id is None or dim is None:
@@ -59,9 +65,7 @@ class Manifest:
             raise KnowledgeBaseError(f"{where}: malformed manifest ({exc})") from exc
 
 
-def check_embedder(
-    manifest: Manifest, embedder_id: str | None, dim: int | None, kb: str
-) -> None:
+def check_embedder(manifest: Manifest, embedder_id: str | None, dim: int | None, kb: str) -> None:
     """Refuse to mix embedders: raise EmbedderMismatch naming both models."""
     if embedder_id is not None and embedder_id != manifest.embedder:
         raise EmbedderMismatch(

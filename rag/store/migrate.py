@@ -112,7 +112,12 @@ def _items_from_store(store: Store) -> tuple[int, Iterator[_Item]]:
             info = pending.pop(doc_id, None)
             if info is None:  # chunks of a document removed meanwhile
                 continue
-            yield _item(store, info, sorted(chunks, key=lambda c: c.ordinal), vectors[np.argsort([c.ordinal for c in chunks], kind="stable")])
+            yield _item(
+                store,
+                info,
+                sorted(chunks, key=lambda c: c.ordinal),
+                vectors[np.argsort([c.ordinal for c in chunks], kind="stable")],
+            )
         for info in pending.values():  # documents without chunks
             yield _item(store, info, [], np.zeros((0, store.dim), dtype=np.float32))
 
@@ -123,7 +128,9 @@ def _item(store: Store, info: DocumentInfo, chunks: list[Chunk], vectors: np.nda
     metadata = _metadata_of(store, info.id)
     if not chunks:
         metadata.setdefault("doc_id", info.id)
-    doc = ParsedDocument(source=info.source, sha256=info.sha256, title=info.title, pages=_pages_of(store, info), metadata=metadata)
+    doc = ParsedDocument(
+        source=info.source, sha256=info.sha256, title=info.title, pages=_pages_of(store, info), metadata=metadata
+    )
     return _Item(doc=doc, chunks=chunks, vectors=vectors, paths=[p for p in info.paths if p != info.source])
 
 
@@ -145,7 +152,12 @@ def _copy(items: Iterator[_Item], total: int, dst: Store, on_progress: Progress 
                     dst.add_path(info.id, path)
         if on_progress is not None:
             on_progress(n, total)
-    return {"documents": copied, "skipped": skipped, "chunks": chunks, "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "documents": copied,
+        "skipped": skipped,
+        "chunks": chunks,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _check_compatible(src_embedder: str, src_dim: int, dst: Store) -> None:
@@ -169,7 +181,9 @@ def migrate_kb(src: Store, dst: Store, on_progress: Progress | None = None) -> d
     return _copy(items, total, dst, on_progress)
 
 
-def open_target(settings: Settings, name: str, like: Store, *, backend: str | None = None, url: str | None = None) -> Store:
+def open_target(
+    settings: Settings, name: str, like: Store, *, backend: str | None = None, url: str | None = None
+) -> Store:
     """Open (creating if missing) KB `name` on `backend`/`url` for `like`'s embedder id and dim."""
     from rag.kb import validate_kb_name
     from rag.store import STORES
@@ -180,7 +194,9 @@ def open_target(settings: Settings, name: str, like: Store, *, backend: str | No
         target.store.backend = backend  # type: ignore[assignment]
     if url is not None:
         target.store.url = url
-    return STORES.create(target.store.backend).open(target, name, embedder_id=like.embedder_id, dim=like.dim, create=True)
+    return STORES.create(target.store.backend).open(
+        target, name, embedder_id=like.embedder_id, dim=like.dim, create=True
+    )
 
 
 def migrate_to(
@@ -195,8 +211,14 @@ def migrate_to(
     """Copy KB `name` from the configured backend to `backend`/`url` (as `target_name`, default `name`)."""
     from rag.kb import open_kb
 
-    if backend == settings.store.backend and (url or None) == (settings.store.url or None) and (target_name or name) == name:
-        raise InvalidRequest(f"knowledge base {name!r} is already on {backend}; name another backend, URL or target name")
+    if (
+        backend == settings.store.backend
+        and (url or None) == (settings.store.url or None)
+        and (target_name or name) == name
+    ):
+        raise InvalidRequest(
+            f"knowledge base {name!r} is already on {backend}; name another backend, URL or target name"
+        )
     src = open_kb(settings, name)
     try:
         dst = open_target(settings, target_name or name, src, backend=backend, url=url)
@@ -241,14 +263,33 @@ def export_kb(store: Store, path: str | Path, on_progress: Progress | None = Non
             doc_id = item.chunks[0].doc_id if item.chunks else str(d.metadata.get("doc_id"))
             conn.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (doc_id, d.source, d.title, d.sha256, time.time(), json.dumps(d.metadata, ensure_ascii=False, default=str), json.dumps(item.paths)),
+                (
+                    doc_id,
+                    d.source,
+                    d.title,
+                    d.sha256,
+                    time.time(),
+                    json.dumps(d.metadata, ensure_ascii=False, default=str),
+                    json.dumps(item.paths),
+                ),
             )
             conn.executemany("INSERT INTO pages VALUES (?, ?, ?)", [(doc_id, p.number, p.text) for p in d.pages])
             conn.executemany(
                 "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (c.id, doc_id, c.ordinal, c.text, c.page_start, c.page_end, c.char_start, c.char_end, c.section, c.token_count,
-                     np.asarray(v, dtype=np.float32).tobytes())
+                    (
+                        c.id,
+                        doc_id,
+                        c.ordinal,
+                        c.text,
+                        c.page_start,
+                        c.page_end,
+                        c.char_start,
+                        c.char_end,
+                        c.section,
+                        c.token_count,
+                        np.asarray(v, dtype=np.float32).tobytes(),
+                    )
                     for c, v in zip(item.chunks, item.vectors)
                 ],
             )
@@ -260,7 +301,12 @@ def export_kb(store: Store, path: str | Path, on_progress: Progress | None = Non
     finally:
         conn.close()
     tmp.replace(path)  # the file appears complete or not at all
-    return {"documents": docs, "chunks": chunks, "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "documents": docs,
+        "chunks": chunks,
+        "bytes": path.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def read_export_meta(path: str | Path) -> dict[str, Any]:
@@ -276,7 +322,9 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise InvalidRequest(f"{path}: not a citeqa knowledge-base export")
     if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise InvalidRequest(f"{path}: export format {meta['version']} is newer than this citeqa reads ({FORMAT_VERSION})")
+        raise InvalidRequest(
+            f"{path}: export format {meta['version']} is newer than this citeqa reads ({FORMAT_VERSION})"
+        )
     return meta
 
 
@@ -286,15 +334,33 @@ def _items_from_file(path: Path, dim: int) -> tuple[int, Iterator[_Item]]:
 
     def items() -> Iterator[_Item]:
         try:
-            for doc_id, source, title, sha, _added, metadata, paths in conn.execute("SELECT * FROM documents ORDER BY rowid").fetchall():
-                pages = [Page(number=n, text=t) for n, t in conn.execute("SELECT number, text FROM pages WHERE doc_id=? ORDER BY number", (doc_id,))]
+            for doc_id, source, title, sha, _added, metadata, paths in conn.execute(
+                "SELECT * FROM documents ORDER BY rowid"
+            ).fetchall():
+                pages = [
+                    Page(number=n, text=t)
+                    for n, t in conn.execute("SELECT number, text FROM pages WHERE doc_id=? ORDER BY number", (doc_id,))
+                ]
                 rows = conn.execute(
                     "SELECT id, ordinal, text, page_start, page_end, char_start, char_end, section, token_count, vector "
                     "FROM chunks WHERE doc_id=? ORDER BY ordinal",
                     (doc_id,),
                 ).fetchall()
-                chunks = [Chunk(id=r[0], doc_id=doc_id, ordinal=r[1], text=r[2], page_start=r[3], page_end=r[4], char_start=r[5],
-                                char_end=r[6], section=r[7], token_count=r[8]) for r in rows]
+                chunks = [
+                    Chunk(
+                        id=r[0],
+                        doc_id=doc_id,
+                        ordinal=r[1],
+                        text=r[2],
+                        page_start=r[3],
+                        page_end=r[4],
+                        char_start=r[5],
+                        char_end=r[6],
+                        section=r[7],
+                        token_count=r[8],
+                    )
+                    for r in rows
+                ]
                 vectors = np.frombuffer(b"".join(r[9] for r in rows), dtype=np.float32).reshape(len(rows), dim)
                 meta = json.loads(metadata)
                 if not chunks:
@@ -332,7 +398,9 @@ def import_kb(
         target.store.backend = backend  # type: ignore[assignment]
     if url is not None:
         target.store.url = url
-    dst = STORES.create(target.store.backend).open(target, name, embedder_id=str(meta["embedder"]), dim=int(meta["dim"]), create=True)
+    dst = STORES.create(target.store.backend).open(
+        target, name, embedder_id=str(meta["embedder"]), dim=int(meta["dim"]), create=True
+    )
     try:
         total, items = _items_from_file(path, int(meta["dim"]))
         result = _copy(items, total, dst, on_progress)

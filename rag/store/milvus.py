@@ -78,7 +78,9 @@ def _client(uri: str) -> MilvusClient:
     try:
         from pymilvus import MilvusClient
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ConfigError("the milvus store needs pymilvus: pip install pymilvus (and milvus-lite for local files)") from exc
+        raise ConfigError(
+            "the milvus store needs pymilvus: pip install pymilvus (and milvus-lite for local files)"
+        ) from exc
     with _clients_lock:
         client = _clients.get(uri)
         if client is None:
@@ -137,8 +139,19 @@ def _split_utf8(text: str, limit: int) -> list[str]:
             return parts
 
 
-
-_CHUNK_FIELDS = ["id", "doc_id", "text", "page_start", "page_end", "char_start", "char_end", "section", "token_count", "ordinal", "source"]
+_CHUNK_FIELDS = [
+    "id",
+    "doc_id",
+    "text",
+    "page_start",
+    "page_end",
+    "char_start",
+    "char_end",
+    "section",
+    "token_count",
+    "ordinal",
+    "source",
+]
 
 
 def _entity_to_chunk(e: dict[str, Any]) -> Chunk:
@@ -212,7 +225,19 @@ class MilvusStore:
             it.close()
 
     def _doc_rows(self, expr: str = "") -> list[dict[str, Any]]:
-        fields = ["id", "source", "title", "sha256", "pages", "chunks", "added_at", "metadata", "state", "replaces", "updated_at"]
+        fields = [
+            "id",
+            "source",
+            "title",
+            "sha256",
+            "pages",
+            "chunks",
+            "added_at",
+            "metadata",
+            "state",
+            "replaces",
+            "updated_at",
+        ]
         return self._query_all(self._docs, expr or 'id != ""', fields)
 
     def _visibility(self) -> tuple[list[dict[str, Any]], set[str]]:
@@ -228,7 +253,9 @@ class MilvusStore:
         rows = self._client().query(
             self._docs, filter='state != "ready" or replaces != ""', output_fields=["id", "state", "replaces"]
         )
-        return {r["id"] for r in rows if r["state"] != "ready"} | {r["replaces"] for r in rows if r["state"] == "ready" and r["replaces"]}
+        return {r["id"] for r in rows if r["state"] != "ready"} | {
+            r["replaces"] for r in rows if r["state"] == "ready" and r["replaces"]
+        }
 
     def _paths_of(self, doc_ids: Sequence[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {d: [] for d in doc_ids}
@@ -276,7 +303,9 @@ class MilvusStore:
         c.delete(self._pages, filter=expr)
         c.delete(self._paths, filter=expr)
 
-    def _doc_row(self, doc: ParsedDocument, doc_id: str, chunks: int, state: str, replaces: str, added_at: float) -> dict[str, Any]:
+    def _doc_row(
+        self, doc: ParsedDocument, doc_id: str, chunks: int, state: str, replaces: str, added_at: float
+    ) -> dict[str, Any]:
         return {
             "id": doc_id,
             "source": _truncate_utf8(doc.source, 4096),
@@ -322,7 +351,14 @@ class MilvusStore:
         c.upsert(self._docs, [self._doc_row(doc, doc_id, len(chunks), "writing", replaces, added_at)])
         self._delete_doc_data(doc_id)  # leftovers of an earlier crashed write of the same document
         page_rows = [
-            {"id": f"{doc_id}#{p.number}#{i}", "doc_id": doc_id, "number": p.number, "part": i, "text": part, "_v": _dummy()}
+            {
+                "id": f"{doc_id}#{p.number}#{i}",
+                "doc_id": doc_id,
+                "number": p.number,
+                "part": i,
+                "text": part,
+                "_v": _dummy(),
+            }
             for p in doc.pages
             for i, part in enumerate(_split_utf8(p.text, PAGE_PART_BYTES))
         ]
@@ -381,7 +417,19 @@ class MilvusStore:
 
     @staticmethod
     def _doc_fields() -> set[str]:
-        return {"id", "source", "title", "sha256", "pages", "chunks", "added_at", "updated_at", "metadata", "state", "replaces"}
+        return {
+            "id",
+            "source",
+            "title",
+            "sha256",
+            "pages",
+            "chunks",
+            "added_at",
+            "updated_at",
+            "metadata",
+            "state",
+            "replaces",
+        }
 
     def recover(self, stale_after_s: float = STALE_WRITE_S) -> dict[str, int]:
         """Finish interrupted replaces and drop writes abandoned for longer than `stale_after_s`."""
@@ -469,7 +517,9 @@ class MilvusStore:
         hashes = list(dict.fromkeys(text_hashes))
         for start in range(0, len(hashes), 1000):
             rows = self._client().query(
-                self._chunks, filter=_in("text_sha", hashes[start : start + 1000]), output_fields=["text_sha", "embedding"]
+                self._chunks,
+                filter=_in("text_sha", hashes[start : start + 1000]),
+                output_fields=["text_sha", "embedding"],
             )
             for r in rows:
                 out.setdefault(r["text_sha"], np.asarray(r["embedding"], dtype=np.float32))
@@ -485,7 +535,9 @@ class MilvusStore:
         if flt:
             if flt.metadata:
                 visible, _ = self._visibility()
-                allowed = {r["id"] for r in visible if _metadata_matches(json.loads(r["metadata"] or "{}"), flt.metadata)}
+                allowed = {
+                    r["id"] for r in visible if _metadata_matches(json.loads(r["metadata"] or "{}"), flt.metadata)
+                }
                 if flt.doc_ids:
                     allowed &= set(flt.doc_ids)
             else:
@@ -495,7 +547,9 @@ class MilvusStore:
             clauses.append(_in("doc_id", sorted(allowed)))
         return " and ".join(clauses)
 
-    def _search(self, data: list[Any], field: str, metric: str, k: int, expr: str, params: dict[str, Any]) -> list[tuple[Chunk, float]]:
+    def _search(
+        self, data: list[Any], field: str, metric: str, k: int, expr: str, params: dict[str, Any]
+    ) -> list[tuple[Chunk, float]]:
         res = self._client().search(
             self._chunks,
             data=data,
@@ -531,7 +585,10 @@ class MilvusStore:
         scores = np.asarray(vecs, dtype=np.float32) @ np.asarray(vector, dtype=np.float32).ravel()
         order = np.argsort(-scores)[:k]
         chunks = {ch.id: ch for ch in self.get_chunks([ids[i] for i in order])}
-        return [Hit(chunk=chunks[ids[i]], score=float(scores[i]), rank=n + 1, retriever="dense") for n, i in enumerate(order)]
+        return [
+            Hit(chunk=chunks[ids[i]], score=float(scores[i]), rank=n + 1, retriever="dense")
+            for n, i in enumerate(order)
+        ]
 
     def keyword_search(self, query: str, k: int, flt: SearchFilter | None = None) -> list[Hit]:
         terms = " ".join(tokenize(query))
@@ -543,7 +600,14 @@ class MilvusStore:
         return [Hit(chunk=ch, score=abs(s), rank=i + 1, retriever="keyword") for i, (ch, s) in enumerate(found)]
 
     def hybrid_search(
-        self, query: str, vector: np.ndarray, k: int, flt: SearchFilter | None = None, *, candidates: int = 40, rrf_k: int = 60
+        self,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        flt: SearchFilter | None = None,
+        *,
+        candidates: int = 40,
+        rrf_k: int = 60,
     ) -> list[Hit]:
         """Dense + BM25 fused by Milvus's RRFRanker in one request."""
         from pymilvus import AnnSearchRequest, RRFRanker
@@ -567,7 +631,12 @@ class MilvusStore:
             self._chunks, reqs, RRFRanker(rrf_k), limit=k, output_fields=_CHUNK_FIELDS, consistency_level=CONSISTENCY
         )
         return [
-            Hit(chunk=_entity_to_chunk(h["entity"] | {"id": h["id"]}), score=float(h["distance"]), rank=i + 1, retriever="hybrid")
+            Hit(
+                chunk=_entity_to_chunk(h["entity"] | {"id": h["id"]}),
+                score=float(h["distance"]),
+                rank=i + 1,
+                retriever="hybrid",
+            )
             for i, h in enumerate(res[0])
         ]
 
@@ -577,7 +646,9 @@ class MilvusStore:
         by_id: dict[str, Chunk] = {}
         ids = list(chunk_ids)
         for start in range(0, len(ids), 1000):
-            for r in self._client().query(self._chunks, filter=_in("id", ids[start : start + 1000]), output_fields=_CHUNK_FIELDS):
+            for r in self._client().query(
+                self._chunks, filter=_in("id", ids[start : start + 1000]), output_fields=_CHUNK_FIELDS
+            ):
                 by_id[r["id"]] = _entity_to_chunk(r)
         return [by_id[c] for c in chunk_ids if c in by_id]
 
@@ -673,7 +744,9 @@ def _create_kb_collections(c: MilvusClient, prefix: str, dim: int, *, lite: bool
     paths = small([("path", vc, {"max_length": 4096 * 4}), ("doc_id", vc, {"max_length": 512})], "path")
     for suffix, schema in (("docs", docs), ("pages", pages), ("paths", paths)):
         if not c.has_collection(f"{prefix}_{suffix}"):
-            c.create_collection(f"{prefix}_{suffix}", schema=schema, index_params=flat_index(), consistency_level=CONSISTENCY)
+            c.create_collection(
+                f"{prefix}_{suffix}", schema=schema, index_params=flat_index(), consistency_level=CONSISTENCY
+            )
 
     if c.has_collection(f"{prefix}_chunks"):
         return
@@ -698,10 +771,14 @@ def _create_kb_collections(c: MilvusClient, prefix: str, dim: int, *, lite: bool
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
     schema.add_function(
-        Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["tokens"], output_field_names=["sparse"])
+        Function(
+            name="bm25", function_type=FunctionType.BM25, input_field_names=["tokens"], output_field_names=["sparse"]
+        )
     )
     ip = c.prepare_index_params()
-    ip.add_index("embedding", index_type="HNSW", metric_type="IP", params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
+    ip.add_index(
+        "embedding", index_type="HNSW", metric_type="IP", params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+    )
     ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     ip.add_index("doc_id", index_type="INVERTED")
     ip.add_index("text_sha", index_type="INVERTED")
@@ -752,18 +829,26 @@ class MilvusBackend:
             if not create:
                 raise KnowledgeBaseNotFound(f"knowledge base {name!r} does not exist in Milvus at {uri}")
             manifest = Manifest.for_new_kb(
-                name, BACKEND, embedder_id, dim, settings.chunking.model_dump(),
+                name,
+                BACKEND,
+                embedder_id,
+                dim,
+                settings.chunking.model_dump(),
                 {"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
             )
             prefix = prefix_for(name)
             _create_kb_collections(c, prefix, int(dim), lite=_is_lite(uri))
-            c.upsert(REGISTRY, [{"name": name, "prefix": prefix, "manifest": json.dumps(manifest.to_json()), "_v": _dummy()}])
+            c.upsert(
+                REGISTRY, [{"name": name, "prefix": prefix, "manifest": json.dumps(manifest.to_json()), "_v": _dummy()}]
+            )
             c.flush(REGISTRY)
         else:
             prefix = rows[0]["prefix"]
             manifest = Manifest.from_json(json.loads(rows[0]["manifest"]), where=f"{REGISTRY}[{name!r}]")
             check_embedder(manifest, embedder_id, dim, name)
-            _create_kb_collections(c, prefix, manifest.dim, lite=_is_lite(uri))  # no-op unless a crash interrupted creation
+            _create_kb_collections(
+                c, prefix, manifest.dim, lite=_is_lite(uri)
+            )  # no-op unless a crash interrupted creation
         for suffix in ("chunks", "docs", "pages", "paths"):
             _load(c, f"{prefix}_{suffix}")
         return MilvusStore(c, uri, name, prefix, manifest)

@@ -179,7 +179,9 @@ def schema_for(name: str) -> str:
 
 def _apply_migrations(conn: Connection, table: str, migrations: list[tuple[int, list[str]]], **fmt: Any) -> int:
     """Apply the missing versions in order; returns the resulting version. Caller holds the lock."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version integer PRIMARY KEY, applied_at double precision NOT NULL)")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} (version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+    )
     done = {row[0] for row in conn.execute(f"SELECT version FROM {table}")}
     version = max(done, default=0)
     for v, statements in migrations:
@@ -222,7 +224,6 @@ def tsvector_literal(text: str) -> str:
         if len(plist) < MAX_POSITIONS:
             plist.append(min(i, 16383))
     return " ".join(f"{_quote_lexeme(t)}:{','.join(map(str, p))}" for t, p in positions.items())
-
 
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
@@ -344,13 +345,24 @@ class PgvectorStore:
                 # Same content already stored under another id: only record the new path (dedup).
                 self._upsert_path(conn, doc.source, same[0])
                 return self._info(conn, "d.id = %s", (same[0],))[0]
-            conn.execute(self._sql("DELETE FROM {s}.documents WHERE id = ANY(%s)"), ([x for x in {doc_id, replaces} if x],))
+            conn.execute(
+                self._sql("DELETE FROM {s}.documents WHERE id = ANY(%s)"), ([x for x in {doc_id, replaces} if x],)
+            )
             conn.execute(
                 self._sql(
                     "INSERT INTO {s}.documents (id, source, title, sha256, pages, chunks, added_at, metadata) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 ),
-                (doc_id, doc.source, doc.title, doc.sha256, len(doc.pages), len(chunks), now, json.dumps(doc.metadata or {}, default=str)),
+                (
+                    doc_id,
+                    doc.source,
+                    doc.title,
+                    doc.sha256,
+                    len(doc.pages),
+                    len(chunks),
+                    now,
+                    json.dumps(doc.metadata or {}, default=str),
+                ),
             )
             self._upsert_path(conn, doc.source, doc_id)
             with conn.cursor() as cur:
@@ -581,18 +593,29 @@ class PgvectorStore:
         return _hits(rows, "keyword")
 
     def hybrid_search(
-        self, query: str, vector: np.ndarray, k: int, flt: SearchFilter | None = None, *, candidates: int = 40, rrf_k: int = 60
+        self,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        flt: SearchFilter | None = None,
+        *,
+        candidates: int = 40,
+        rrf_k: int = 60,
     ) -> list[Hit]:
         """Dense + keyword from one snapshot, fused by reciprocal rank (what rag.retrieval does, in one call)."""
         with self.snapshot():
-            return rrf_fuse([self.dense_search(vector, candidates, flt), self.keyword_search(query, candidates, flt)], k, rrf_k)
+            return rrf_fuse(
+                [self.dense_search(vector, candidates, flt), self.keyword_search(query, candidates, flt)], k, rrf_k
+            )
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
         if not chunk_ids:
             return []
         with self._tx() as conn:
             rows = conn.execute(
-                self._sql(f"SELECT {_CHUNK_COLUMNS} FROM {{s}}.chunks c JOIN {{s}}.documents d ON d.id = c.doc_id WHERE c.id = ANY(%s)"),
+                self._sql(
+                    f"SELECT {_CHUNK_COLUMNS} FROM {{s}}.chunks c JOIN {{s}}.documents d ON d.id = c.doc_id WHERE c.id = ANY(%s)"
+                ),
                 (list(chunk_ids),),
             ).fetchall()
         by_id = {r[0]: _row_to_chunk(r) for r in rows}
@@ -742,7 +765,9 @@ def _parse_vec(text: str) -> np.ndarray:
 
 
 def _hits(rows: Sequence[Sequence[Any]], retriever: str) -> list[Hit]:
-    return [Hit(chunk=_row_to_chunk(r), score=float(r[11]), rank=i + 1, retriever=retriever) for i, r in enumerate(rows)]
+    return [
+        Hit(chunk=_row_to_chunk(r), score=float(r[11]), rank=i + 1, retriever=retriever) for i, r in enumerate(rows)
+    ]
 
 
 def rrf_fuse(rankings: Sequence[Sequence[Hit]], k: int, rrf_k: int = 60) -> list[Hit]:
@@ -784,7 +809,11 @@ class PgvectorBackend:
                         f"knowledge base {name!r} does not exist in PostgreSQL at {_redact(url)}"
                     )
                 manifest = Manifest.for_new_kb(
-                    name, BACKEND, embedder_id, dim, settings.chunking.model_dump(),
+                    name,
+                    BACKEND,
+                    embedder_id,
+                    dim,
+                    settings.chunking.model_dump(),
                     {"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
                 )
                 schema = schema_for(name)

@@ -60,13 +60,9 @@ CREATE TABLE IF NOT EXISTS vectors (
 
 def connect(path: str) -> sqlite3.Connection:
     """Open the database with WAL, foreign keys and explicit transactions."""
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=60.0
-    )
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(
-        "PRAGMA synchronous=NORMAL"
-    )  # WAL+NORMAL: a process kill never corrupts or half-applies
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: a process kill never corrupts or half-applies
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute("PRAGMA cache_size=-65536")
@@ -78,9 +74,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     try:
         for statement in _statements(SCHEMA + FTS_SCHEMA):
             conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0')"
-        )
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0')")
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SQL_SCHEMA_VERSION),),

@@ -36,7 +36,6 @@ from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument, display_name
 from rag.settings import Settings
 from rag.store import chunk_text_hash
 from rag.store.dense_index import DenseIndex
-from rag.store.private import make_private_dir, touch_private
 from rag.store.keyword_fts import (
     DocFrequencies,
     index_text,
@@ -50,25 +49,19 @@ from rag.store.manifest import (
     read_manifest,
     write_manifest,
 )
+from rag.store.private import make_private_dir, touch_private
 from rag.store.schema import connect, ensure_schema
 
 DB_NAME = "kb.sqlite"
-SAVE_INTERVAL_S = (
-    30.0  # persist the FAISS file at most this often during bulk writes (and on close)
-)
-EXACT_FILTER_MAX = (
-    50_000  # filters selecting at most this many chunks are searched exactly
-)
-REBUILD_DEAD_SHARE = (
-    0.2  # rebuild an HNSW index once this share of its entries are tombstones
-)
+SAVE_INTERVAL_S = 30.0  # persist the FAISS file at most this often during bulk writes (and on close)
+EXACT_FILTER_MAX = 50_000  # filters selecting at most this many chunks are searched exactly
+REBUILD_DEAD_SHARE = 0.2  # rebuild an HNSW index once this share of its entries are tombstones
 _BATCH = 500  # SQLite host parameters per IN (...) list
 
 _CHUNK_COLS = (
     "c.rowid, c.id, c.doc_id, c.ordinal, c.text, c.page_start, c.page_end, c.char_start, c.char_end, "
     "c.section, c.token_count, d.source"
 )
-
 
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
@@ -97,9 +90,7 @@ class SqliteFaissStore:
 
     backend = "faiss"
 
-    def __init__(
-        self, folder: Path, name: str, manifest: Manifest, hnsw_threshold: int
-    ) -> None:
+    def __init__(self, folder: Path, name: str, manifest: Manifest, hnsw_threshold: int) -> None:
         self.name = name
         self.path: Path | None = folder
         self.manifest = manifest
@@ -118,11 +109,7 @@ class SqliteFaissStore:
 
     # --- transactions -----------------------------------------------------------------------
     def _db_generation(self) -> int:
-        return int(
-            self._conn.execute(
-                "SELECT value FROM meta WHERE key='generation'"
-            ).fetchone()[0]
-        )
+        return int(self._conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
 
     def _write(self) -> _Txn:
         return _Txn(self._conn)
@@ -158,16 +145,12 @@ class SqliteFaissStore:
         conn.execute("BEGIN")
         try:
             gen = self._db_generation()
-            sql_ids = np.fromiter(
-                (r[0] for r in conn.execute("SELECT rowid FROM chunks")), dtype=np.int64
-            )
+            sql_ids = np.fromiter((r[0] for r in conn.execute("SELECT rowid FROM chunks")), dtype=np.int64)
             live = self._dense.live_ids()
             to_add = np.setdiff1d(sql_ids, live, assume_unique=True)
             to_remove = np.setdiff1d(live, sql_ids, assume_unique=True)
             if len(to_add) > 0.5 * max(1, len(sql_ids)) and len(to_add) > 1000:
-                self._dense = DenseIndex(
-                    self.dim, self._dense.kind
-                )  # cheaper to start over
+                self._dense = DenseIndex(self.dim, self._dense.kind)  # cheaper to start over
                 to_remove = np.zeros(0, dtype=np.int64)
                 to_add = sql_ids
             ids, vecs = self._vectors_for(to_add)
@@ -180,9 +163,7 @@ class SqliteFaissStore:
 
     def _vectors_for(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(rowids) == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(
-                (0, self.dim), dtype=np.float32
-            )
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
         ids: list[int] = []
         blobs: list[bytes] = []
         query = "SELECT c.rowid, v.vector FROM chunks c JOIN vectors v ON v.text_sha256 = c.text_sha256"
@@ -195,18 +176,12 @@ class SqliteFaissStore:
         else:
             for part in _batches(sorted(rowids.tolist())):
                 marks = ",".join("?" * len(part))
-                for rid, blob in self._conn.execute(
-                    query + f" WHERE c.rowid IN ({marks}) ORDER BY c.rowid", part
-                ):
+                for rid, blob in self._conn.execute(query + f" WHERE c.rowid IN ({marks}) ORDER BY c.rowid", part):
                     ids.append(rid)
                     blobs.append(blob)
         if not ids:
-            return np.zeros(0, dtype=np.int64), np.zeros(
-                (0, self.dim), dtype=np.float32
-            )
-        vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(
-            len(ids), self.dim
-        )
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), self.dim)
         return np.asarray(ids, dtype=np.int64), vecs
 
     def _maybe_switch_kind(self) -> None:
@@ -215,9 +190,7 @@ class SqliteFaissStore:
             self._dense = dense.rebuilt("hnsw")
         elif dense.kind == "hnsw" and dense.live <= self.hnsw_threshold // 2:
             self._dense = dense.rebuilt("flat")
-        elif dense.kind == "hnsw" and len(dense.dead) > REBUILD_DEAD_SHARE * max(
-            1, dense.ntotal
-        ):
+        elif dense.kind == "hnsw" and len(dense.dead) > REBUILD_DEAD_SHARE * max(1, dense.ntotal):
             self._dense = dense.rebuilt("hnsw")
         if (
             self._dense.kind != self.manifest.index.get("kind")
@@ -251,11 +224,7 @@ class SqliteFaissStore:
     def flush(self) -> None:
         """Persist the FAISS index if it is ahead of the saved file."""
         with self._lock:
-            if (
-                self.path is not None
-                and self._gen != self._saved_gen
-                and self._gen >= 0
-            ):
+            if self.path is not None and self._gen != self._saved_gen and self._gen >= 0:
                 self._dense.save(self.path, self._gen)
                 self._saved_gen = self._gen
             self._last_save = time.monotonic()
@@ -274,9 +243,7 @@ class SqliteFaissStore:
     # --- documents --------------------------------------------------------------------------
     def _doc_info(self, row: Sequence[Any]) -> DocumentInfo:
         doc_id = row[0]
-        chunks = self._conn.execute(
-            "SELECT COUNT(*) FROM chunks WHERE doc_id=?", (doc_id,)
-        ).fetchone()[0]
+        chunks = self._conn.execute("SELECT COUNT(*) FROM chunks WHERE doc_id=?", (doc_id,)).fetchone()[0]
         paths = [
             r[0]
             for r in self._conn.execute(
@@ -299,9 +266,7 @@ class SqliteFaissStore:
 
     def find_by_sha(self, sha256: str) -> DocumentInfo | None:
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {self._DOC_COLS} FROM documents WHERE sha256=?", (sha256,)
-            ).fetchone()
+            row = self._conn.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE sha256=?", (sha256,)).fetchone()
             return self._doc_info(row) if row else None
 
     def find_by_path(self, path: str) -> DocumentInfo | None:
@@ -314,44 +279,30 @@ class SqliteFaissStore:
 
     def get_document(self, doc_id: str) -> DocumentInfo:
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {self._DOC_COLS} FROM documents WHERE id=?", (doc_id,)
-            ).fetchone()
+            row = self._conn.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE id=?", (doc_id,)).fetchone()
             if row is None:
-                raise DocumentNotFound(
-                    f"document {doc_id!r} is not in knowledge base {self.name!r}"
-                )
+                raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
             return self._doc_info(row)
 
     def list_documents(self) -> list[DocumentInfo]:
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {self._DOC_COLS} FROM documents ORDER BY source"
-            ).fetchall()
+            rows = self._conn.execute(f"SELECT {self._DOC_COLS} FROM documents ORDER BY source").fetchall()
             return [self._doc_info(r) for r in rows]
 
     def document_metadata(self, doc_id: str) -> dict[str, Any]:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT metadata FROM documents WHERE id=?", (doc_id,)
-            ).fetchone()
+            row = self._conn.execute("SELECT metadata FROM documents WHERE id=?", (doc_id,)).fetchone()
             if row is None:
-                raise DocumentNotFound(
-                    f"document {doc_id!r} is not in knowledge base {self.name!r}"
-                )
+                raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
             return dict(json.loads(row[0]))
 
     def page_text(self, doc_id: str, page: int) -> str:
         if not 1 <= page < 1 << 63:  # beyond SQLite's integers: no such page (not an OverflowError)
             raise DocumentNotFound(f"document {doc_id!r} has no page {page} in knowledge base {self.name!r}")
         with self._lock:
-            row = self._conn.execute(
-                "SELECT text FROM pages WHERE doc_id=? AND number=?", (doc_id, page)
-            ).fetchone()
+            row = self._conn.execute("SELECT text FROM pages WHERE doc_id=? AND number=?", (doc_id, page)).fetchone()
             if row is None:
-                raise DocumentNotFound(
-                    f"document {doc_id!r} has no page {page} in knowledge base {self.name!r}"
-                )
+                raise DocumentNotFound(f"document {doc_id!r} has no page {page} in knowledge base {self.name!r}")
             return str(row[0])
 
     def add_document(
@@ -371,58 +322,30 @@ class SqliteFaissStore:
         same transaction.
         """
         vectors = np.asarray(vectors, dtype=np.float32)
-        if len(chunks) != (
-            vectors.shape[0] if vectors.ndim == 2 else 0 if vectors.size == 0 else -1
-        ):
-            raise InvalidRequest(
-                f"{doc.source}: {len(chunks)} chunks but vectors of shape {vectors.shape}"
-            )
+        if len(chunks) != (vectors.shape[0] if vectors.ndim == 2 else 0 if vectors.size == 0 else -1):
+            raise InvalidRequest(f"{doc.source}: {len(chunks)} chunks but vectors of shape {vectors.shape}")
         if chunks and vectors.shape[1] != self.dim:
             raise InvalidRequest(
                 f"{doc.source}: vectors are {vectors.shape[1]}-d, knowledge base {self.name!r} holds {self.dim}-d"
             )
-        doc_id = (
-            chunks[0].doc_id
-            if chunks
-            else str(doc.metadata.get("doc_id") or doc.sha256[:16])
-        )
+        doc_id = chunks[0].doc_id if chunks else str(doc.metadata.get("doc_id") or doc.sha256[:16])
         if any(c.doc_id != doc_id for c in chunks):
-            raise InvalidRequest(
-                f"{doc.source}: chunks belong to more than one document id"
-            )
+            raise InvalidRequest(f"{doc.source}: chunks belong to more than one document id")
         hashes = [chunk_text_hash(c.text) for c in chunks]
-        tokens = [
-            index_text(c.text) for c in chunks
-        ]  # jieba outside the write lock's critical part
+        tokens = [index_text(c.text) for c in chunks]  # jieba outside the write lock's critical part
         metadata = json.dumps(doc.metadata or {}, ensure_ascii=False, default=str)
         with self._lock:
-            same_sha = self._conn.execute(
-                "SELECT id FROM documents WHERE sha256=?", (doc.sha256,)
-            ).fetchone()
-            if (
-                same_sha is not None
-                and same_sha[0] != doc_id
-                and same_sha[0] != replaces
-            ):
+            same_sha = self._conn.execute("SELECT id FROM documents WHERE sha256=?", (doc.sha256,)).fetchone()
+            if same_sha is not None and same_sha[0] != doc_id and same_sha[0] != replaces:
                 self.add_path(same_sha[0], doc.source)
                 return self.get_document(same_sha[0])
             removed: list[int] = []
             with self._write() as conn:
-                gen_before = int(
-                    conn.execute(
-                        "SELECT value FROM meta WHERE key='generation'"
-                    ).fetchone()[0]
-                )
-                old_ids = {
-                    x
-                    for x in (replaces, doc_id, same_sha[0] if same_sha else None)
-                    if x
-                }
+                gen_before = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+                old_ids = {x for x in (replaces, doc_id, same_sha[0] if same_sha else None) if x}
                 old_shas: set[str] = set()
                 for old in old_ids:
-                    for rid, sha in conn.execute(
-                        "SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (old,)
-                    ):
+                    for rid, sha in conn.execute("SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (old,)):
                         removed.append(rid)
                         old_shas.add(sha)
                     conn.execute("DELETE FROM documents WHERE id=?", (old,))
@@ -444,10 +367,7 @@ class SqliteFaissStore:
                 )
                 conn.executemany(
                     "INSERT INTO pages(doc_id, number, text, ocr, header) VALUES (?,?,?,?,?)",
-                    [
-                        (doc_id, p.number, p.text, int(p.ocr), p.header or "")
-                        for p in doc.pages
-                    ],
+                    [(doc_id, p.number, p.text, int(p.ocr), p.header or "") for p in doc.pages],
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO vectors(text_sha256, vector) VALUES (?, ?)",
@@ -476,18 +396,14 @@ class SqliteFaissStore:
                     added_ids.append(int(cur.lastrowid or 0))
                 self._drop_orphan_vectors(conn, old_shas - set(hashes))
                 gen_after = gen_before + 1 if (removed or chunks) else gen_before
-                conn.execute(
-                    "UPDATE meta SET value=? WHERE key='generation'", (str(gen_after),)
-                )
+                conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen_after),))
             added = np.asarray(added_ids, dtype=np.int64)
             self._after_write(
                 gen_before,
                 gen_after,
                 np.asarray(removed, dtype=np.int64),
                 added,
-                vectors.reshape(len(chunks), self.dim)
-                if chunks
-                else np.zeros((0, self.dim), np.float32),
+                vectors.reshape(len(chunks), self.dim) if chunks else np.zeros((0, self.dim), np.float32),
             )
             return self.get_document(doc_id)
 
@@ -503,13 +419,8 @@ class SqliteFaissStore:
 
     def add_path(self, doc_id: str, path: str) -> None:
         with self._lock, self._write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone()
-                is None
-            ):
-                raise DocumentNotFound(
-                    f"document {doc_id!r} is not in knowledge base {self.name!r}"
-                )
+            if conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is None:
+                raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
             conn.execute(
                 "INSERT OR REPLACE INTO document_paths(path, doc_id) VALUES (?, ?)",
                 (str(path), doc_id),
@@ -523,23 +434,10 @@ class SqliteFaissStore:
     def remove_document(self, doc_id: str) -> None:
         with self._lock:
             with self._write() as conn:
-                if (
-                    conn.execute(
-                        "SELECT 1 FROM documents WHERE id=?", (doc_id,)
-                    ).fetchone()
-                    is None
-                ):
-                    raise DocumentNotFound(
-                        f"document {doc_id!r} is not in knowledge base {self.name!r}"
-                    )
-                gen_before = int(
-                    conn.execute(
-                        "SELECT value FROM meta WHERE key='generation'"
-                    ).fetchone()[0]
-                )
-                rows = conn.execute(
-                    "SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (doc_id,)
-                ).fetchall()
+                if conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is None:
+                    raise DocumentNotFound(f"document {doc_id!r} is not in knowledge base {self.name!r}")
+                gen_before = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+                rows = conn.execute("SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (doc_id,)).fetchall()
                 conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
                 self._drop_orphan_vectors(conn, {r[1] for r in rows})
                 conn.execute(
@@ -573,9 +471,7 @@ class SqliteFaissStore:
     # --- search -----------------------------------------------------------------------------
     def _filter_rowids(self, flt: SearchFilter) -> np.ndarray:
         sql, params = _filter_sql(flt)
-        return np.fromiter(
-            (r[0] for r in self._conn.execute(sql, params)), dtype=np.int64
-        )
+        return np.fromiter((r[0] for r in self._conn.execute(sql, params)), dtype=np.int64)
 
     def _chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
@@ -604,9 +500,7 @@ class SqliteFaissStore:
                 )
         return hits
 
-    def dense_search(
-        self, vector: np.ndarray, k: int, flt: SearchFilter | None = None
-    ) -> list[Hit]:
+    def dense_search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[Hit]:
         """Top-k chunks by cosine similarity; exact over the filtered subset when a filter is narrow."""
         with self._lock:
             self._sync()
@@ -627,9 +521,7 @@ class SqliteFaissStore:
             self._count_cache = (self._gen, count)
         return count
 
-    def keyword_search(
-        self, query: str, k: int, flt: SearchFilter | None = None
-    ) -> list[Hit]:
+    def keyword_search(self, query: str, k: int, flt: SearchFilter | None = None) -> list[Hit]:
         """Top-k chunks by BM25 (FTS5) over analyzer tokens; score = -bm25 (higher is better)."""
         terms = query_terms(query)
         with self._lock:
@@ -658,9 +550,7 @@ class SqliteFaissStore:
                     rows = self._conn.execute(sql + " LIMIT ?", (expr, int(k)))
                     scored = [(int(r[0]), float(r[1])) for r in rows]
             except sqlite3.OperationalError as exc:
-                raise KnowledgeBaseError(
-                    f"keyword search in {self.name!r} failed for {query!r}: {exc}"
-                ) from exc
+                raise KnowledgeBaseError(f"keyword search in {self.name!r} failed for {query!r}: {exc}") from exc
             return self._hits(scored, "keyword")
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> list[Chunk]:
@@ -681,9 +571,7 @@ class SqliteFaissStore:
         if n <= 0:
             return []
         with self._lock:
-            row = self._conn.execute(
-                "SELECT ordinal FROM chunks WHERE id=?", (chunk.id,)
-            ).fetchone()
+            row = self._conn.execute("SELECT ordinal FROM chunks WHERE id=?", (chunk.id,)).fetchone()
             if row is None:
                 return []
             rows = self._conn.execute(
@@ -693,9 +581,7 @@ class SqliteFaissStore:
             ).fetchall()
             return [_row_to_chunk(r) for r in rows]
 
-    def iter_vectors(
-        self, batch: int = 10_000
-    ) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[list[Chunk], np.ndarray]]:
         """All chunks with their vectors, in rowid order (for export/migration)."""
         last = 0
         while True:
@@ -710,21 +596,18 @@ class SqliteFaissStore:
             last = rows[-1][0]
             yield (
                 [_row_to_chunk(r) for r in rows],
-                np.frombuffer(b"".join(r[-1] for r in rows), np.float32).reshape(
-                    len(rows), self.dim
-                ),
+                np.frombuffer(b"".join(r[-1] for r in rows), np.float32).reshape(len(rows), self.dim),
             )
 
     # --- housekeeping -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         with self._lock:
             self._sync()
-            one = lambda sql: int(self._conn.execute(sql).fetchone()[0])
-            disk = (
-                sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
-                if self.path
-                else 0
-            )
+
+            def one(sql):
+                return int(self._conn.execute(sql).fetchone()[0])
+
+            disk = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()) if self.path else 0
             return {
                 "name": self.name,
                 "backend": self.backend,
@@ -815,9 +698,7 @@ class SqliteFaissBackend:
         return sorted(
             p.name
             for p in home.iterdir()
-            if p.is_dir()
-            and not p.name.startswith((".", "_"))
-            and (p / MANIFEST_NAME).is_file()
+            if p.is_dir() and not p.name.startswith((".", "_")) and (p / MANIFEST_NAME).is_file()
         )
 
     def drop(self, settings: Settings, name: str) -> None:
@@ -849,13 +730,15 @@ class SqliteFaissBackend:
             )
         else:
             manifest = Manifest.for_new_kb(
-                name, "faiss", embedder_id, dim, settings.chunking.model_dump(),
+                name,
+                "faiss",
+                embedder_id,
+                dim,
+                settings.chunking.model_dump(),
                 {"kind": "flat", "hnsw_threshold": threshold},
             )
             make_private_dir(folder)  # 0700: the KB holds the full text of its documents
             touch_private(folder / DB_NAME)  # 0600 before SQLite creates it (its WAL files copy the mode)
             connect(str(folder / DB_NAME)).close()
-            write_manifest(
-                folder, manifest
-            )  # written last: its presence means the KB exists
+            write_manifest(folder, manifest)  # written last: its presence means the KB exists
         return SqliteFaissStore(folder, name, manifest, threshold)

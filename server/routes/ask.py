@@ -50,13 +50,21 @@ def error_event(exc: BaseException) -> str:
     "/ask",
     response_model=AskResponse,
     summary="Answer a question with page citations (JSON, or SSE when stream=true)",
-    responses={200: {"content": {"text/event-stream": {"example": 'event: status\ndata: {"stage": "retrieving"}\n\n'
-                                                                  'event: evidence\ndata: {"evidence": [{"doc": "report.pdf", "page": 3, '
-                                                                  '"text": "Revenue was $5.2 million.", "retrieved": true}], "seconds": 0.12}\n\n'
-                                                                  'event: status\ndata: {"stage": "thinking"}\n\n'
-                                                                  'event: token\ndata: {"text": "Revenue"}\n\n'
-                                                                  'event: citations\ndata: {"answer": "...", "citations": []}\n\n'
-                                                                  "event: done\ndata: {}\n\n"}}}},
+    responses={
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "example": 'event: status\ndata: {"stage": "retrieving"}\n\n'
+                    'event: evidence\ndata: {"evidence": [{"doc": "report.pdf", "page": 3, '
+                    '"text": "Revenue was $5.2 million.", "retrieved": true}], "seconds": 0.12}\n\n'
+                    'event: status\ndata: {"stage": "thinking"}\n\n'
+                    'event: token\ndata: {"text": "Revenue"}\n\n'
+                    'event: citations\ndata: {"answer": "...", "citations": []}\n\n'
+                    "event: done\ndata: {}\n\n"
+                }
+            }
+        }
+    },
 )
 async def ask(body: AskRequest, request: Request) -> Any:
     """SSE events, in order: `status` {"stage": "loading" | "rewriting" | "retrieving" | "thinking"},
@@ -81,7 +89,9 @@ async def ask(body: AskRequest, request: Request) -> Any:
             if pipeline is None:
                 yield sse("status", {"stage": "loading"})
                 pipeline = await run_in_threadpool(state.pipeline, kb)
-            stream = stream_answer(pipeline, body.question, history=history, flt=flt, executor=state.answer_pool, events=True)
+            stream = stream_answer(
+                pipeline, body.question, history=history, flt=flt, executor=state.answer_pool, events=True
+            )
             async for item in stream:
                 if isinstance(item, Answer):
                     yield sse("citations", answer_json(kb, item))
@@ -101,8 +111,15 @@ async def ask(body: AskRequest, request: Request) -> Any:
 def evidence_json(item: Retrieved) -> dict[str, Any]:
     return {
         "evidence": [
-            {"doc": e.doc, "doc_id": e.doc_id, "page": e.page, "text": e.text, "chunk_id": e.chunk_id,
-             "score": e.score, "retrieved": True}
+            {
+                "doc": e.doc,
+                "doc_id": e.doc_id,
+                "page": e.page,
+                "text": e.text,
+                "chunk_id": e.chunk_id,
+                "score": e.score,
+                "retrieved": True,
+            }
             for e in item.evidence
         ],
         "seconds": item.seconds,

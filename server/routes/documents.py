@@ -18,7 +18,9 @@ from server.schemas import ERRORS, DocumentList, DocumentOut, JobOut, UploadResp
 from server.state import AppState
 from server.uploads import SavedFile, check_extension, sanitize_filename, save_upload
 
-router = APIRouter(prefix="/v1/kbs/{kb}/documents", tags=["documents"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+router = APIRouter(
+    prefix="/v1/kbs/{kb}/documents", tags=["documents"], dependencies=[Depends(require_api_key)], responses=ERRORS
+)
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -29,12 +31,21 @@ UPLOAD_BODY = {
                     "type": "object",
                     "required": ["files"],
                     "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                  "description": "One or many files (pdf, txt, md, html, docx, epub)."},
-                        "create": {"type": "boolean", "description": "Create the knowledge base if it is missing "
-                                   "(also accepted as the query parameter `?create=true`)."},
-                        "password": {"type": "string", "format": "password",
-                                     "description": "Password of the encrypted PDFs in this upload (not stored)."},
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "One or many files (pdf, txt, md, html, docx, epub).",
+                        },
+                        "create": {
+                            "type": "boolean",
+                            "description": "Create the knowledge base if it is missing "
+                            "(also accepted as the query parameter `?create=true`).",
+                        },
+                        "password": {
+                            "type": "string",
+                            "format": "password",
+                            "description": "Password of the encrypted PDFs in this upload (not stored).",
+                        },
                     },
                 }
             }
@@ -123,7 +134,9 @@ async def upload(
         form = await request.form(max_files=limits.max_upload_files, max_fields=100)
     except StarletteHTTPException as exc:
         if "Too many files" in str(exc.detail):
-            raise PayloadTooLarge(f"too many files in one upload: at most {limits.max_upload_files} (server.max_upload_files)") from exc
+            raise PayloadTooLarge(
+                f"too many files in one upload: at most {limits.max_upload_files} (server.max_upload_files)"
+            ) from exc
         raise InvalidRequest(f"malformed multipart upload: {exc.detail}") from exc
     try:
         files = [f for f in form.getlist("files") + form.getlist("file") if isinstance(f, UploadFile)]
@@ -140,7 +153,9 @@ async def upload(
             name = sanitize_filename(f.filename or "")  # save_upload makes it unique in files/
             check_extension(name, allowed)
             if f.size is not None and f.size > max_bytes:
-                raise PayloadTooLarge(f"{name}: {f.size >> 20} MB is larger than the upload limit of {limits.max_upload_mb} MB")
+                raise PayloadTooLarge(
+                    f"{name}: {f.size >> 20} MB is larger than the upload limit of {limits.max_upload_mb} MB"
+                )
             checked.append((f, name))
         if create:
             await run_in_threadpool(state.store, kb, create=True)
@@ -186,9 +201,7 @@ def delete_document(kb: str, doc_id: str, state: StateDep) -> dict[str, str]:
     response_model=JobOut,
     summary="Parse, chunk and embed a document again from its original file (a background job)",
 )
-def reingest(
-    kb: str, doc_id: str, state: StateDep, jobs: JobsDep
-) -> dict[str, Any]:
+def reingest(kb: str, doc_id: str, state: StateDep, jobs: JobsDep) -> dict[str, Any]:
     kb = existing_kb(state, kb)
     store = state.store(kb)
     info = store.get_document(doc_id)

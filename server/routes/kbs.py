@@ -12,7 +12,9 @@ from server.deps import StateDep, existing_kb, kb_name
 from server.schemas import ERRORS, KBCreate, KBList, KBStats
 from server.state import AppState
 
-router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+router = APIRouter(
+    prefix="/v1/kbs", tags=["knowledge bases"], dependencies=[Depends(require_api_key)], responses=ERRORS
+)
 
 
 # Store stats that name server locations: never sent to clients (a remote URL, already redacted, stays).
@@ -51,7 +53,10 @@ def list_all(state: StateDep) -> dict[str, Any]:
             kbs.append(kb_stats(state, kb))
         except KnowledgeBaseNotFound:  # removed since it was listed
             continue
-        except (KnowledgeBaseError, ConfigError) as exc:  # one unusable KB (other embedder, bad manifest) must not hide the others
+        except (
+            KnowledgeBaseError,
+            ConfigError,
+        ) as exc:  # one unusable KB (other embedder, bad manifest) must not hide the others
             kbs.append({"name": kb, "error": state.redact(f"{type(exc).__name__}: {exc}")})
     return {"kbs": kbs, "default": state.settings.paths.default_kb}
 

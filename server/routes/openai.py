@@ -42,7 +42,7 @@ def kb_for_model(state: AppState, model: str) -> str:
     if name in {"", "citeqa"}:
         name = state.settings.paths.default_kb
     elif name.startswith(MODEL_PREFIX):
-        name = name[len(MODEL_PREFIX):]
+        name = name[len(MODEL_PREFIX) :]
     return existing_kb(state, name)
 
 
@@ -63,8 +63,13 @@ def models(state: StateDep) -> dict[str, Any]:
     from rag.kb import list_kbs
 
     now = int(time.time())
-    return {"object": "list", "data": [{"id": f"{MODEL_PREFIX}{kb}", "object": "model", "created": now,
-                                        "owned_by": "citeqa"} for kb in list_kbs(state.settings)]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": f"{MODEL_PREFIX}{kb}", "object": "model", "created": now, "owned_by": "citeqa"}
+            for kb in list_kbs(state.settings)
+        ],
+    }
 
 
 @router.post(
@@ -93,16 +98,27 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "citations": citations},
-                         "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "citations": citations},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": _usage(state, result),
             "citations": citations,
             "citeqa": {"kb": kb, "refused": data.get("refused", False), "sources": data.get("sources", [])},
         }
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
     async def events() -> AsyncIterator[str]:
@@ -112,10 +128,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                 if isinstance(item, Answer):
                     text, citations, data = _citations(item)
                     yield chunk(
-                        {"citations": citations}, "stop",
-                        citations=citations, usage=_usage(state, item),
-                        citeqa={"kb": kb, "answer": text, "refused": data.get("refused", False),
-                                "sources": data.get("sources", [])},
+                        {"citations": citations},
+                        "stop",
+                        citations=citations,
+                        usage=_usage(state, item),
+                        citeqa={
+                            "kb": kb,
+                            "answer": text,
+                            "refused": data.get("refused", False),
+                            "sources": data.get("sources", []),
+                        },
                     )
                 elif item:
                     yield chunk({"content": item})

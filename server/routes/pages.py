@@ -42,7 +42,9 @@ def find_document_kb(state: AppState, doc_id: str) -> str:
     description="Without `kb`, the document is looked up in every knowledge base (the default one first), so a "
     "citation's `doc_id` and `page` are enough; with `kb`, only that one is searched (404 if the document is "
     "not in it).",
-    responses={200: {"content": {"image/png": {}}, "description": "The page; header X-Highlight-Matches counts marked spots."}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The page; header X-Highlight-Matches counts marked spots."}
+    },
 )
 def page_png(
     doc_id: str,
@@ -51,7 +53,9 @@ def page_png(
     kb: Annotated[
         str | None, Query(description="Knowledge base of the document (default: the one that holds it).")
     ] = None,
-    highlight: Annotated[str | None, Query(max_length=4000, description="Text to highlight (a citation's quote).")] = None,
+    highlight: Annotated[
+        str | None, Query(max_length=4000, description="Text to highlight (a citation's quote).")
+    ] = None,
     zoom: Annotated[float, Query(gt=0.2, le=4.0, description="Scale factor (1 = 72 dpi).")] = 1.5,
 ) -> Response:
     store = state.store(existing_kb(state, kb) if kb else find_document_kb(state, doc_id))
