@@ -10,7 +10,8 @@ from storehelp import add
 
 from rag.embedders import make_embedder
 from rag.errors import InvalidRequest
-from rag.eval import eval_markdown, load_questions, run_eval, score_rankings, token_f1
+from rag.eval import load_questions, run_eval, score_rankings, token_f1
+from rag.eval_report import eval_markdown
 from rag.kb import open_kb
 from rag.settings import Settings
 

@@ -65,7 +65,8 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.eval import eval_markdown, run_eval
+    from rag.eval import run_eval
+    from rag.eval_report import eval_markdown
 
     if not args.questions.is_file():
         raise ConfigError(f"questions file {args.questions} does not exist")
