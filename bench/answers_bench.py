@@ -61,12 +61,20 @@ DOC_DIR = BENCH / "docs"
 
 
 def _scoring():  # type: ignore[no-untyped-def]
-    """rag/scoring.py of this checkout, whichever checkout --code answers with."""
-    import importlib.util
+    """rag.scoring of this checkout, whichever checkout --code answers with: imported from REPO,
+    then every `rag` module is dropped again so the answer step is imported from CODE."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("citeqa_bench_scoring", REPO / "rag" / "scoring.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    def ours(name: str) -> bool:
+        return name == "rag" or name.startswith("rag.")
+
+    sys.path.insert(0, str(REPO))
+    try:
+        module = importlib.import_module("rag.scoring")
+    finally:
+        sys.path.remove(str(REPO))
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
     return module
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from rag.lang import cjk_ratio
 from rag.records import Hit
 from rag.text.features import features, question_features
-from rag.text.sentences import split_sentences
+from rag.text.sentences import is_table_row, split_sentences
 
 CountTokens = Callable[[str], int]
 MAX_SENTENCE_SHARE = 0.45  # one sentence may take at most this share of the source budget
@@ -46,10 +46,6 @@ class Window:
     hit: Hit
     sentences: list[_Sentence]
     chosen: set[int] = field(default_factory=set)
-
-
-def _is_table_row(text: str) -> bool:
-    return text.lstrip().startswith("|")
 
 
 def _pieces(text: str, a: int, b: int) -> list[tuple[int, int]]:
@@ -88,8 +84,8 @@ def score_sentences(question: str, hits: Sequence[Hit]) -> list[list[_Sentence]]
         rows: list[_Sentence] = []
         header: int | None = None
         for i, ((a, b), gs) in enumerate(zip(sp, per_hit)):
-            in_table = _is_table_row(text[a:b])
-            if in_table and (i == 0 or not _is_table_row(text[sp[i - 1][0] : sp[i - 1][1]])):
+            in_table = is_table_row(text[a:b])
+            if in_table and (i == 0 or not is_table_row(text[sp[i - 1][0] : sp[i - 1][1]])):
                 header = i
             score = sum(math.log(1 + total / df[g]) for g in gs)
             rows.append(_Sentence(a, b, score, header if in_table and header != i else None))

@@ -27,6 +27,7 @@ from rag.rewrite import rewrite_question
 from rag.settings import Settings
 from rag.support import SupportChecker
 from rag.text.sentences import split_sentences
+from rag.units import PageLocator
 
 UNVERIFIED = {
     "en": "The documents do not clearly answer this: none of the model's statements could be verified against "
@@ -238,13 +239,12 @@ class QAPipeline:
     def evidence(self, question: str, hits: list[Hit], limit: int = EVIDENCE_SHOWN) -> list[Evidence]:
         """The best sentence of each of the top hits, with the page it stands on."""
         out: list[Evidence] = []
+        locator = PageLocator(self.store.page_text)
         for hit, sentence in zip(hits[:limit], best_sentences(question, hits[:limit])):
             chunk = hit.chunk
             page = chunk.page_start
-            for number in range(chunk.page_start, chunk.page_end + 1) if chunk.page_end > chunk.page_start else ():
-                if sentence[:40] in self.store.page_text(chunk.doc_id, number):
-                    page = number
-                    break
+            if chunk.page_end > chunk.page_start:  # only a chunk over a page break needs a look
+                page, _ = locator.find(hit, sentence[:40], max(0, chunk.char_start))
             out.append(Evidence(chunk.doc or chunk.doc_id, chunk.doc_id, page, sentence, chunk.id, hit.score))
         return out
 

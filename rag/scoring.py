@@ -12,6 +12,8 @@ from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from rag.store.analyzer import EN_STOP, ZH_STOP
+from rag.text.features import CJK_RUN, norm_number
+from rag.text.sentences import MARKER_RE
 
 # With numbers in the reference the numbers carry the answer; a little wording overlap is enough to
 # rule out a right number in an unrelated sentence.
@@ -21,11 +23,8 @@ SHORT_REFERENCE_TOKENS = 3
 # Without numbers, half the reference's content must be there (or all of it verbatim).
 MIN_F1_TEXT = 0.5
 
-# Citation markers "[3]", "[1, 2]", "【2】" are not numbers of the answer.
-_MARKER_RE = re.compile(r"[\[【]\s*\d+(?:\s*[,，、\-–]\s*\d+)*\s*[\]】]")
 # A comma groups thousands only before exactly three digits: "12,5" in running text is two numbers.
 _NUMBER_RE = re.compile(r"(?<![\d.])(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
-_HAN_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 _NON_WORD_RE = re.compile(r"[\W_]+")
 # Full-width ASCII forms (１２，３４５．６％) -> ASCII; the ideographic space -> space.
@@ -33,16 +32,8 @@ _FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
 def _clean(text: str) -> str:
-    """Full-width forms to ASCII, citation markers out (before anything reads numbers)."""
-    return _MARKER_RE.sub(" ", text.translate(_FULL_WIDTH).replace("’", "'"))
-
-
-def _norm_number(raw: str) -> str:
-    """'1,234.50' -> '1234.5', '007' -> '7', '3.00' -> '3'."""
-    whole, _, frac = raw.replace(",", "").partition(".")
-    whole = whole.lstrip("0") or "0"
-    frac = frac.rstrip("0")
-    return f"{whole}.{frac}" if frac else whole
+    """Full-width forms to ASCII, citation markers out ("[3]" is not a number of the answer)."""
+    return MARKER_RE.sub(" ", text.translate(_FULL_WIDTH).replace("’", "'"))
 
 
 def _numbers_with_precision(text: str) -> dict[str, int]:
@@ -51,7 +42,7 @@ def _numbers_with_precision(text: str) -> dict[str, int]:
     for m in _NUMBER_RE.finditer(_clean(text)):
         raw = m.group(0)
         places = len(raw.partition(".")[2])
-        norm = _norm_number(raw)
+        norm = norm_number(raw)
         out[norm] = max(out.get(norm, 0), places)
     return out
 
@@ -83,13 +74,13 @@ def content_tokens(text: str) -> list[str]:
     """English words (lower-cased, no stopwords), normalised numbers, and Chinese character bigrams."""
     text = _clean(text)
     out: list[str] = []
-    for run in _HAN_RUN_RE.findall(text):
+    for run in CJK_RUN.findall(text):
         if len(run) > 1:
             out.extend(run[i : i + 2] for i in range(len(run) - 1))
         elif run not in ZH_STOP:  # a lone 的/是 between English words is noise, not content
             out.append(run)
-    rest = _HAN_RUN_RE.sub(" ", text)
-    out.extend(_norm_number(m.group(0)) for m in _NUMBER_RE.finditer(rest))
+    rest = CJK_RUN.sub(" ", text)
+    out.extend(norm_number(m.group(0)) for m in _NUMBER_RE.finditer(rest))
     rest = _NUMBER_RE.sub(" ", rest).lower()
     out.extend(w for w in _WORD_RE.findall(rest) if w not in EN_STOP)
     return out

@@ -19,6 +19,7 @@ from rag.errors import CiteqaError
 from rag.evidence import Window
 from rag.records import EvidenceUnit, Hit
 from rag.text.features import features
+from rag.text.sentences import is_table_row
 
 PageText = Callable[[str, int], str]  # (doc_id, 1-based page) -> page text
 
@@ -34,7 +35,7 @@ _BARE = re.compile(r"^[\W\d_]*$")  # digits and punctuation only: "4.", "38", "(
 def unit_kind(text: str, is_header_row: bool = False) -> str:
     """ "row", "header", "item", "heading" or "sentence"."""
     stripped = text.strip()
-    if stripped.startswith("|"):
+    if is_table_row(stripped):
         return "header" if is_header_row or set(stripped) <= set("|-: ") else "row"
     if _BARE.match(stripped) or stripped.startswith("#"):
         return "heading"

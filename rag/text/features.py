@@ -17,150 +17,19 @@ from rag.text.sentences import MARKER_RE
 # passage that is about the question (rag.support).
 SHORT_CLAIM_GRAMS = 6
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_CJK_RUN = re.compile(f"[{_CJK}]+")
+CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9])\d+(?:[.,]\d+)*")  # "Q3"/"FY2023" are names, "$5.2" is a number
 _NEXT_WORD = re.compile(r"[ \t]?(?:%|percent\b)?[ \t]*([A-Za-z][A-Za-z'’]*)")
 EN_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "and",
-        "or",
-        "to",
-        "in",
-        "on",
-        "at",
-        "for",
-        "by",
-        "with",
-        "from",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "not",
-        "no",
-        "than",
-        "then",
-        "there",
-        "their",
-        "they",
-        "them",
-        "we",
-        "our",
-        "you",
-        "your",
-        "he",
-        "she",
-        "his",
-        "her",
-        "i",
-        "me",
-        "my",
-        "into",
-        "about",
-        "over",
-        "under",
-        "per",
-        "also",
-        "according",
-        "source",
-        "sources",
-        "document",
-        "documents",
-        "based",
-        "stated",
-        "states",
-        "say",
-        "says",
-        "said",
-        "mentioned",
-        "mention",
-        "provided",
-        "text",
-        "information",
-        "answer",
-        "following",
-        "shown",
-        "show",
-        "shows",
-        "given",
-    ]
+    "a an the of and or to in on at for by with from as is are was were be been being it its this that these those what which who whom whose when where why how do does did has have had not no than then there their they them we our you your he she his her i me my into about over under per also according source sources document documents based stated states say says said mentioned mention provided text information answer following shown show shows given".split()
 )
 ZH_STOP_GRAMS = frozenset(
-    [
-        "根据",
-        "据资",
-        "资料",
-        "料中",
-        "料显",
-        "显示",
-        "文档",
-        "档中",
-        "档显",
-        "提到",
-        "中提",
-        "所述",
-        "来源",
-        "可知",
-        "我们",
-        "以上",
-        "上资",
-        "如下",
-    ]
+    "根据 据资 资料 料中 料显 显示 文档 档中 档显 提到 中提 所述 来源 可知 我们 以上 上资 如下".split()
 )
 # Question words: they never appear in the passage that answers the question.
 ZH_QUESTION_GRAMS = frozenset(
-    [
-        "什么",
-        "是什",
-        "哪里",
-        "哪个",
-        "哪一",
-        "哪些",
-        "哪位",
-        "哪年",
-        "多少",
-        "是谁",
-        "为什",
-        "怎么",
-        "怎样",
-        "如何",
-        "是否",
-        "是哪",
-        "有多",
-        "几个",
-        "请问",
-        "么时",
-    ]
+    "什么 是什 哪里 哪个 哪一 哪些 哪位 哪年 多少 是谁 为什 怎么 怎样 如何 是否 是哪 有多 几个 请问 么时".split()
 )
 
 REFUSAL_PATTERNS = re.compile(
@@ -173,11 +42,12 @@ REFUSAL_PATTERNS = re.compile(
 )
 
 
-def _norm_number(raw: str) -> str:
-    value = raw.replace(",", "")
-    if "." in value:
-        value = value.rstrip("0").rstrip(".") or "0"
-    return value.lstrip("0") or "0"
+def norm_number(raw: str) -> str:
+    """'1,234.50' -> '1234.5', '007' -> '7', '3.00' -> '3', '4.0.2' stays a version."""
+    whole, _, frac = raw.replace(",", "").partition(".")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0").rstrip(".")
+    return f"{whole}.{frac}" if frac else whole
 
 
 @dataclass(slots=True)
@@ -192,7 +62,7 @@ def features(text: str) -> Features:
     """Content grams (Chinese character bigrams, stemmed English words, numbers) and the numbers alone."""
     text = MARKER_RE.sub(" ", text)
     grams: set[str] = set()
-    for run in _CJK_RUN.findall(text):
+    for run in CJK_RUN.findall(text):
         if len(run) == 1:
             grams.add(run)
         grams.update(run[i : i + 2] for i in range(len(run) - 1))
@@ -205,11 +75,11 @@ def features(text: str) -> Features:
     units: dict[str, set[str]] = {}
     for m in _NUMBER.finditer(flat):
         after = flat[m.end() : m.end() + 1]
-        unit = after if _CJK_RUN.match(after) else ""
+        unit = after if CJK_RUN.match(after) else ""
         if not unit and (word := _NEXT_WORD.match(flat, m.end())):  # "907 employees", "47 new stores"
             w = word.group(1).lower()
             unit = "" if w in EN_STOP or len(w) < 2 else "en:" + stem(w)
-        units.setdefault(_norm_number(m.group()), set()).add(unit)
+        units.setdefault(norm_number(m.group()), set()).add(unit)
     numbers = set(units)
     grams |= numbers
     return Features(grams, numbers, units)

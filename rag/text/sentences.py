@@ -21,44 +21,14 @@ NESTED_PLACEHOLDER_RE = re.compile(r"\[\s*n\s*(\[\s*\d+\s*\])\s*\]")  # "[n [1]]
 LIST_PREFIX = re.compile(r"^\s*(?:\d{1,2}[.)、]\s+|[-*•]\s+|#+\s+)")
 SENTENCE_END = "。！？!?；;"
 _ABBREV = frozenset(
-    [
-        "inc",
-        "corp",
-        "co",
-        "ltd",
-        "llc",
-        "plc",
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "st",
-        "no",
-        "vs",
-        "etc",
-        "e.g",
-        "i.e",
-        "u.s",
-        "u.k",
-        "jan",
-        "feb",
-        "mar",
-        "apr",
-        "jun",
-        "jul",
-        "aug",
-        "sep",
-        "sept",
-        "oct",
-        "nov",
-        "dec",
-        "fig",
-        "approx",
-        "dept",
-        "est",
-    ]
+    "inc corp co ltd llc plc mr mrs ms dr st no vs etc e.g i.e u.s u.k jan feb mar apr jun jul aug sep sept oct nov dec fig approx dept est".split()
 )
 CLOSERS = "”’\"'）)」』》】]"
+
+
+def is_table_row(text: str) -> bool:
+    """A markdown table row (the parser writes tables as markdown)."""
+    return text.lstrip().startswith("|")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
