@@ -1,4 +1,4 @@
-"""Page layout from positioned lines: reading order, columns, running headers, paragraphs, headings.
+"""Page layout from positioned lines: reading order, columns, paragraphs, headings (running headers: headers.py).
 
 Format-neutral: works on `Line`s (text + box + font size + bold) whether they came from a PDF text
 layer or from OCR. Everything here is a top-level function of plain data, so it is cheap to test and
@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ingest.parsers.textclean import header_key, is_page_number
+from ingest.parsers.textclean import is_page_number
 from rag.lang import is_cjk_char, join_lines
 
 HEADING_RATIO = 1.12  # font size over the body size that makes a line heading-like
-BAND = 0.12  # top / bottom share of the page where running headers and footers live
-HEADER_SHARE = 0.4  # a line repeated on this share of pages (of a doc with >= 3) is a running header
 
 
 @dataclass(slots=True)
@@ -108,14 +106,14 @@ def merge_rows(lines: Sequence[Line]) -> list[Line]:
                 row.append(ln)
                 continue
         rows.append([ln])
-    merged = [_merge_row(row) for row in rows]
+    merged = [merge_row(row) for row in rows]
     if tables:
         merged.extend(tables)
         merged.sort(key=lambda item: item.y0 if item.table >= 0 else item.yc)
     return merged
 
 
-def _merge_row(row: list[Line]) -> Line:
+def merge_row(row: list[Line]) -> Line:
     if len(row) == 1:
         return row[0]
     row.sort(key=lambda item: item.x0)
@@ -259,58 +257,6 @@ def reading_order(lines: Sequence[Line], depth: int = 0) -> list[Line]:
     if wide_run:
         out.extend(merge_rows(wide_run))
     return out
-
-
-# --- running headers and footers -----------------------------------------------------------------
-
-
-def band_rows(lines: Sequence[Line], page_height: float) -> list[tuple[Line, list[Line]]]:
-    """Candidate running-header rows, with the lines that make them: up to 3 rows in the top and
-    bottom bands of the page, and always the first and last 2 rows (HTML-to-PDF filings print their
-    footer right under the content, far from the page edge)."""
-    text_lines = sorted((ln for ln in lines if ln.table < 0 and ln.text and ln.axis), key=lambda item: item.yc)
-    rows: list[list[Line]] = []
-    for ln in text_lines:
-        if rows and ln.y0 < max(r.y1 for r in rows[-1]) - 0.5 * ln.height:
-            rows[-1].append(ln)
-        else:
-            rows.append([ln])
-    picked: list[int] = []
-    for i, row in enumerate(rows):
-        top = max(r.y1 for r in row) <= page_height * BAND
-        bottom = min(r.y0 for r in row) >= page_height * (1 - BAND)
-        if (top and i < 3) or (bottom and i >= len(rows) - 3):
-            picked.append(i)
-        elif (i < 2 or i >= len(rows) - 2) and sum(len(r.text) for r in row) <= 60:
-            picked.append(i)  # outside the bands only a short line can be a running header
-    side = [(ln, [ln]) for ln in lines if not ln.axis and ln.text and len(ln.text) <= 80]
-    return [(_merge_row(list(rows[i])), rows[i]) for i in picked] + side
-
-
-def header_keys(pages: Iterable[tuple[Sequence[Line], float]]) -> set[str]:
-    """Keys of lines that repeat near the top or bottom of many pages (digits normalised)."""
-    counts: Counter[str] = Counter()
-    n = 0
-    for lines, height in pages:
-        n += 1
-        counts.update({header_key(row.text) for row, _ in band_rows(lines, height)})
-    if n < 3:
-        return set()
-    need = max(2, HEADER_SHARE * n)
-    return {key for key, c in counts.items() if c >= need and key}
-
-
-def split_header(lines: Sequence[Line], page_height: float, keys: set[str]) -> tuple[list[Line], list[str]]:
-    """Remove running headers/footers and lone page numbers; return (body lines, removed texts)."""
-    removed_ids: set[int] = set()
-    removed: list[str] = []
-    for row, parts in band_rows(lines, page_height):
-        if header_key(row.text) in keys or is_page_number(row.text):
-            removed_ids.update(id(p) for p in parts)
-            removed.append(row.text)
-    if not removed_ids:
-        return list(lines), []
-    return [ln for ln in lines if id(ln) not in removed_ids], removed
 
 
 # --- paragraphs and headings ---------------------------------------------------------------------

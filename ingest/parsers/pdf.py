@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from ingest.parsers.files import check_size, read_head, require_pdf, sha256_file
+from ingest.parsers.headers import header_keys, split_header
 from ingest.parsers.layout import (
     DocStats,
     Line,
     Paragraph,
     body_size,
     build_paragraphs,
-    header_keys,
     heading_candidate,
     heading_level,
     heading_sizes,
     reading_order,
-    split_header,
 )
 from ingest.parsers.notemarks import split_note_marks, words_outside
 from ingest.parsers.tables import FoundTable, grid_tables, rows_to_markdown, unruled_table
