@@ -227,12 +227,13 @@ def main() -> int:
         top = np.argpartition(-scores, 10)[:10]
         truth.append({id_of[i] for i in top})
 
-    from rag.store.pgvector import rrf_fuse
+    from rag.retrieval.fusion import rrf_fuse
 
     def hybrid(text: str, vec: np.ndarray) -> list:
         if hasattr(store, "hybrid_search"):
             return store.hybrid_search(text, vec, 10)  # type: ignore[attr-defined]
-        return rrf_fuse([store.dense_search(vec, 40), store.keyword_search(text, 40)], 10)
+        rankings = [("dense", 1.0, store.dense_search(vec, 40)), ("keyword", 1.0, store.keyword_search(text, 40))]
+        return rrf_fuse(rankings, 60)[:10]
 
     for i in range(5):  # warm caches
         hybrid(qtexts[i], qvecs[i])

@@ -40,7 +40,8 @@ _COMMON = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     sys.path[:0] = [{repo!r}, {tests!r}]
-    import conftest  # registers the 'fake' embedder
+    import conftest
+    conftest.EMBEDDERS.register("fake", conftest.make_fake_embedder)  # the session fixture is not here
     from rag.settings import Settings
     settings = Settings.model_validate(json.loads(Path(sys.argv[1]).read_text()))
     KB = sys.argv[2]

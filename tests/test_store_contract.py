@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from scale_servers import have_milvus, have_pgserver, postgres_server
 
-from rag.errors import DocumentNotFound, EmbedderMismatch, KnowledgeBaseNotFound
+from rag.errors import DocumentNotFound, EmbedderMismatch, InvalidRequest, KnowledgeBaseNotFound
 from rag.protocols import SearchFilter, Store
 from rag.records import Chunk, Page, ParsedDocument
 from rag.settings import Settings
@@ -144,7 +144,11 @@ def fake_query(text: str) -> np.ndarray:
     return FakeEmbedder().embed_query(text)
 
 
-def test_create_ingest_and_read_back(store: Store) -> None:
+# Every backend's stats() has these keys (rag.store.common.store_stats); extras follow.
+STATS_KEYS = {"name", "backend", "documents", "chunks", "pages", "embedder", "dim", "index", "keyword", "disk_bytes"}
+
+
+def test_create_ingest_and_read_back(store: Store, backend_settings: Settings) -> None:
     doc, chunks = make_doc("report.pdf", ZH_PAGES)
     info = ingest(store, doc, chunks)
     assert (info.id, info.pages, info.chunks, info.sha256) == (chunks[0].doc_id, 2, len(chunks), doc.sha256)
@@ -162,7 +166,63 @@ def test_create_ingest_and_read_back(store: Store) -> None:
     assert [d.id for d in store.list_documents()] == [info.id]
     stats = store.stats()
     assert stats["documents"] == 1 and stats["chunks"] == len(chunks) and stats["embedder"] == "fake"
-    assert stats["dim"] == 64 and stats["backend"] == store.stats()["backend"]
+    assert stats["dim"] == 64 and stats["backend"] == store.backend == backend_settings.store.backend
+    assert STATS_KEYS <= set(stats) and stats["pages"] == 2 and stats["name"] == store.name
+    assert isinstance(stats["index"], dict) and stats["index"]["kind"] in ("flat", "hnsw")
+    assert store.document_pages(info.id) == [(1, ZH_PAGES[0]), (2, ZH_PAGES[1])]
+    assert store.document_metadata(info.id) == {"lang": "zh"}
+    with pytest.raises(DocumentNotFound):
+        store.document_metadata("no-such-doc")
+
+
+def test_bad_write_is_invalid_request_and_stores_nothing(store: Store) -> None:
+    """A malformed add_document is the caller's error on every backend: InvalidRequest (HTTP 400), not a 500."""
+    from conftest import FakeEmbedder
+
+    from server.errors import status_for
+
+    doc, chunks = make_doc("en.pdf", EN_PAGES)
+    good = FakeEmbedder().embed_documents([c.text for c in chunks])
+    other = Chunk(**{**{f: getattr(chunks[1], f) for f in Chunk.__slots__}, "doc_id": "other", "id": "other:1"})
+    cases = {
+        "one vector short": (chunks, good[:-1]),
+        "vectors of another width": (chunks, good[:, :32]),
+        "vectors flattened": (chunks, good.ravel()),
+        "vectors without chunks": ([], good),
+        "chunks of two documents": ([chunks[0], other, *chunks[2:]], good),
+    }
+    for what, (cs, vectors) in cases.items():
+        with pytest.raises(InvalidRequest) as raised:
+            store.add_document(doc, cs, vectors)
+            pytest.fail(f"{what}: accepted")
+        assert status_for(raised.value) == 400, what
+    assert store.list_documents() == [] and store.find_by_sha(doc.sha256) is None and store.stats()["chunks"] == 0
+    assert ingest(store, doc, chunks).chunks == len(chunks)  # the same document, well formed, goes in
+
+
+def test_rebuild_indexes_keeps_results_without_reembedding(store: Store) -> None:
+    """rebuild_indexes rebuilds the dense and keyword indexes from stored rows: the same hits, removals stay gone."""
+    zh = ingest(store, *make_doc("zh.pdf", ZH_PAGES))
+    en = ingest(store, *make_doc("en.pdf", EN_PAGES))
+    gone = ingest(store, *make_doc("other.pdf", OTHER_PAGES))
+    store.remove_document(gone.id)  # deleted rows: tombstones (faiss), dead tuples (pg), segments to compact (milvus)
+    query = fake_query("Net revenue increased 8% to $4.2 billion")
+
+    def results() -> tuple[list[str], list[str], list[str]]:
+        return (
+            [h.chunk.id for h in store.dense_search(query, 4)],
+            [h.chunk.id for h in store.keyword_search("营业收入 碳酸锂", 4)],
+            [h.chunk.id for h in store.keyword_search("recipe flour", 4)],
+        )
+
+    before = results()
+    assert before[0][0] == f"{en.id}:1" and before[1] and {c.split(":")[0] for c in before[1]} == {zh.id}
+    assert before[2] == []
+    store.rebuild_indexes()
+    assert results() == before
+    assert store.stats()["chunks"] == zh.chunks + en.chunks
+    store.rebuild_indexes()  # idempotent
+    assert results() == before
 
 
 def test_dense_keyword_and_filters(store: Store) -> None:
@@ -229,6 +289,18 @@ def test_neighbours_cached_vectors_and_dedup(store: Store) -> None:
     assert store.find_by_path("/elsewhere/en.pdf").id == info.id  # type: ignore[union-attr]
     with pytest.raises(DocumentNotFound):
         store.add_path("no-such-doc", "/x.pdf")
+
+
+def test_rewriting_stored_content_keeps_its_paths(store: Store) -> None:
+    """add_document of content already stored under its id (a re-chunk, or a second ingest process that lost
+    the race for the same file) replaces the chunks and keeps every path recorded for the document."""
+    doc, chunks = make_doc("en.pdf", EN_PAGES)
+    info = ingest(store, doc, chunks)
+    store.add_path(info.id, "/mirror/en.pdf")
+    again = ingest(store, doc, chunks[:2])
+    assert again.id == info.id and again.paths == ["/docs/en.pdf", "/mirror/en.pdf"] and again.chunks == 2
+    assert store.find_by_path("/mirror/en.pdf").id == info.id  # type: ignore[union-attr]
+    assert store.get_chunks([chunks[2].id]) == [] and store.stats()["chunks"] == 2
 
 
 def test_incremental_update_and_delete(store: Store) -> None:
@@ -322,6 +394,35 @@ def test_native_hybrid_search_where_offered(store: Store) -> None:
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1)) and hits[0].score >= hits[-1].score
     only_en = native("碳酸锂供应", fake_query("碳酸锂供应"), 3, SearchFilter(doc_ids=[en.id]))
     assert only_en and {h.chunk.doc_id for h in only_en} == {en.id}
+
+
+@pytest.mark.scale
+@pytest.mark.skipif(not have_pgserver(), reason="pip install pgserver 'psycopg[binary,pool]'")
+def test_pgvector_rebuild_indexes_recreates_a_missing_hnsw_index(pg_url: str, fake_settings: Settings) -> None:
+    """A bulk load killed before its final CREATE INDEX leaves no HNSW index; rebuild_indexes puts it back."""
+    settings = fake_settings.model_copy(deep=True)
+    settings.store.backend, settings.store.url = "pgvector", pg_url
+    backend = STORES.create("pgvector")
+    name = f"kb-{uuid.uuid4().hex[:8]}"
+    st = backend.open(settings, name, embedder_id="fake", dim=64, create=True)
+    try:
+        en = ingest(st, *make_doc("en.pdf", EN_PAGES))
+
+        def indexes() -> set[str]:
+            with st._tx() as conn:  # type: ignore[attr-defined]
+                rows = conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (st.schema,))  # type: ignore[attr-defined]
+                return {r[0] for r in rows}
+
+        assert {"chunks_hnsw", "chunks_tsv"} <= indexes()
+        with st._tx() as conn:  # type: ignore[attr-defined]
+            conn.execute(f"DROP INDEX {st.schema}.chunks_hnsw")  # type: ignore[attr-defined]
+        assert "chunks_hnsw" not in indexes()
+        st.rebuild_indexes()
+        assert {"chunks_hnsw", "chunks_tsv"} <= indexes()
+        assert st.dense_search(fake_query("Net revenue increased 8% to $4.2 billion"), 1)[0].chunk.id == f"{en.id}:1"
+    finally:
+        st.close()
+        backend.drop(settings, name)
 
 
 _KILL_CHILD = textwrap.dedent(

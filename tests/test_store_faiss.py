@@ -262,7 +262,7 @@ def test_flat_to_hnsw_switch_and_back(fake_settings: Settings, fake) -> None:
                 [[f"document {d} paragraph {i} about topic {d * 7 + i}" for i in range(5)]],
             )
         )
-    assert s.stats()["index"] == "hnsw" and s.stats()["chunks"] == 30
+    assert s.stats()["index"]["kind"] == "hnsw" and s.stats()["chunks"] == 30
     manifest = json.loads((Path(settings.paths.home) / "big" / "manifest.json").read_text())
     assert manifest["index"] == {"kind": "hnsw", "hnsw_threshold": 20}
     target = docs[3][1][2]
@@ -272,14 +272,14 @@ def test_flat_to_hnsw_switch_and_back(fake_settings: Settings, fake) -> None:
     assert all(h.chunk.doc != "doc3.pdf" for h in s.dense_search(fake.embed_query(target.text), 25))
     s.close()
     s = open_kb(settings, "big", fake)
-    assert s.stats()["index"] == "hnsw" and all(
+    assert s.stats()["index"]["kind"] == "hnsw" and all(
         h.chunk.doc != "doc3.pdf" for h in s.dense_search(fake.embed_query(target.text), 25)
     )
     for doc, _ in docs[:4]:
         info = s.find_by_sha(doc.sha256)
         if info:
             s.remove_document(info.id)
-    assert s.stats()["chunks"] == 10 and s.stats()["index"] == "flat"  # below half the threshold: exact again
+    assert s.stats()["chunks"] == 10 and s.stats()["index"]["kind"] == "flat"  # below half the threshold: exact again
     s.close()
 
 

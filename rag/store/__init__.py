@@ -12,7 +12,8 @@ Every backend module exposes a *backend* object (built by the factory registered
     exists(settings: Settings, name: str) -> bool
     drop(settings: Settings, name: str) -> None      delete a KB and everything in it (no error if absent)
 
-Factories are called as `factory(argument: str) -> StoreBackend` (the registry's spec convention);
+What the backends share (write validation, the row -> Chunk mapper, errors, the stats shape) is in
+rag/store/common.py. Factories are called as `factory(argument: str) -> StoreBackend` (the registry's spec convention);
 heavy libraries (faiss, psycopg, pymilvus) are imported inside the backend modules, so a missing
 optional engine only fails when that backend is chosen.
 """
@@ -22,6 +23,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rag.registry import Registry
+from rag.store.common import chunk_text_hash
+
+__all__ = ["STORES", "StoreBackend", "chunk_text_hash", "get_backend"]
 
 if TYPE_CHECKING:
     from rag.protocols import Store
@@ -71,22 +75,18 @@ def _lazy(module: str, attr: str, package_hint: str):  # type: ignore[no-untyped
     return factory
 
 
+# faiss is imported deep inside the dense index (at its first build): `requires` checks it up front.
 STORES.register(
     "faiss",
     _lazy("rag.store.sqlite_faiss", "SqliteFaissBackend", "pip install faiss-cpu"),
+    requires=("faiss",),
+    hint="pip install faiss-cpu",
 )
 STORES.register(
     "pgvector",
     _lazy("rag.store.pgvector", "PgvectorBackend", "pip install 'psycopg[binary,pool]'"),
 )
 STORES.register("milvus", _lazy("rag.store.milvus", "MilvusBackend", "pip install pymilvus"))
-
-
-def chunk_text_hash(text: str) -> str:
-    """The key of the embedding cache (`Store.cached_vectors`): sha256 of the chunk text, hex."""
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def get_backend(settings: Settings) -> StoreBackend:

@@ -14,7 +14,9 @@ _TOKEN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[A-Za-z]+(?:
 _HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _jieba_lock = threading.Lock()
 
-# Small, conservative stop lists: frequent words that only add noise to BM25.
+# Small, conservative stop lists: frequent words that only add noise to BM25. rag.text.features.EN_STOP
+# (claims) is this list plus words about sources ("document", "according"), which BM25 keeps searchable.
+# Changing these lists or tokenize() changes the keyword index: bump rag.store.manifest.ANALYZER_VERSION.
 EN_STOP = frozenset(
     "a an the of and or to in on at for by with from as is are was were be been being it its this that these those "
     "what which who whom whose when where why how do does did has have had not no than then there their they them "

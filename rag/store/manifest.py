@@ -1,8 +1,10 @@
 """A knowledge base knows what made it: `manifest.json` beside the data.
 
-JSON fields: schema_version, backend, embedder (id), dim, chunker (settings dict), index (kind:
-"flat" | "hnsw", plus the HNSW threshold in force), created_at. Backends without a local folder
-(pgvector, milvus) keep the same JSON in a table via `Manifest.to_json()` / `Manifest.from_json()`.
+JSON fields: schema_version, backend, embedder (id), dim, chunker (settings dict + the chunker's
+"version"), analyzer (keyword analyzer version), index (kind: "flat" | "hnsw", plus the HNSW threshold
+in force), created_at; rag.kb.check_indexing compares chunker and analyzer with the running code.
+Backends without a local folder (pgvector, milvus) keep the same JSON in a table via
+`Manifest.to_json()` / `Manifest.from_json()`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.chunking import chunker_manifest
 from rag.errors import ConfigError, EmbedderMismatch, KnowledgeBaseError
 from rag.store.private import write_private_text
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Version of rag/store/analyzer.py's tokens (tokenize): bump it whenever the same text would give other
+# keyword tokens, since the keyword index of an existing KB then no longer matches its queries. A
+# manifest without the field was written by version 1 (tokenize has not changed since manifests exist).
+ANALYZER_VERSION = 1
 
 
 @dataclass(slots=True)
@@ -28,6 +35,7 @@ class Manifest:
     dim: int
     chunker: dict[str, Any] = field(default_factory=dict)
     index: dict[str, Any] = field(default_factory=lambda: {"kind": "flat"})
+    analyzer: int = ANALYZER_VERSION
     schema_version: int = SCHEMA_VERSION
     created_at: float = field(default_factory=time.time)
 
@@ -44,9 +52,13 @@ class Manifest:
         chunker: dict[str, Any],
         index: dict[str, Any],
     ) -> Manifest:
-        """The manifest of a knowledge base about to be created (every backend records the same)."""
+        """The manifest of a knowledge base about to be created (every backend records the same).
+
+        `chunker` is the chunking settings dict; the running chunker's version is added unless it carries
+        one already (a KB imported from an export keeps the chunker its chunks were made with)."""
         if embedder_id is None or dim is None:
             raise ConfigError(f"creating knowledge base {name!r} needs the embedder's id and dimension")
+        chunker = chunker if "version" in chunker else chunker_manifest(chunker)
         return cls(backend=backend, embedder=embedder_id, dim=int(dim), chunker=chunker, index=index)
 
     @classmethod
@@ -58,6 +70,7 @@ class Manifest:
                 dim=int(data["dim"]),
                 chunker=dict(data.get("chunker") or {}),
                 index=dict(data.get("index") or {"kind": "flat"}),
+                analyzer=int(data.get("analyzer", 1)),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
                 created_at=float(data.get("created_at", 0.0)),
             )

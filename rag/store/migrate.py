@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.errors import DocumentNotFound, InvalidRequest, KnowledgeBaseError
+from rag.errors import InvalidRequest, KnowledgeBaseError
 from rag.records import Chunk, DocumentInfo, Page, ParsedDocument
+from rag.store.private import touch_private
 
 if TYPE_CHECKING:
     from rag.protocols import Store
@@ -62,33 +63,20 @@ class _Item:
 
 # --------------------------------------------------------------------------- reading a store
 def _pages_of(store: Store, info: DocumentInfo) -> list[Page]:
-    reader = getattr(store, "document_pages", None)
-    if reader is not None:
-        return [Page(number=n, text=t) for n, t in reader(info.id)]
-    pages: list[Page] = []
-    for number in range(1, info.pages + 1):
-        try:
-            pages.append(Page(number=number, text=store.page_text(info.id, number)))
-        except DocumentNotFound:
-            continue
-    return pages
+    return [Page(number=n, text=t) for n, t in store.document_pages(info.id)]
 
 
 def _metadata_of(store: Store, doc_id: str) -> dict[str, Any]:
-    reader = getattr(store, "document_metadata", None)
-    return dict(reader(doc_id)) if reader is not None else {}
+    return dict(store.document_metadata(doc_id))
 
 
 def _chunk_groups(store: Store) -> Iterator[tuple[str, list[Chunk], np.ndarray]]:
     """(doc_id, chunks in order, vectors) per document, from the store's `iter_vectors()`."""
-    iter_vectors = getattr(store, "iter_vectors", None)
-    if iter_vectors is None:
-        raise KnowledgeBaseError(f"store backend of {store.name!r} cannot list its vectors (no iter_vectors)")
     current: str | None = None
     chunks: list[Chunk] = []
     vecs: list[np.ndarray] = []
     seen: set[str] = set()
-    for batch_chunks, batch_vecs in iter_vectors():
+    for batch_chunks, batch_vecs in store.iter_vectors():
         for chunk, vec in zip(batch_chunks, batch_vecs):
             if chunk.doc_id != current:
                 if current is not None:
@@ -191,7 +179,7 @@ def open_target(
     validate_kb_name(name)
     target = settings.model_copy(deep=True)
     if backend is not None:
-        target.store.backend = backend  # type: ignore[assignment]
+        target.store.backend = backend
     if url is not None:
         target.store.url = url
     return STORES.create(target.store.backend).open(
@@ -241,18 +229,18 @@ def export_kb(store: Store, path: str | Path, on_progress: Progress | None = Non
     started = time.perf_counter()
     tmp = path.with_name(path.name + ".partial")
     tmp.unlink(missing_ok=True)
+    touch_private(tmp)  # every chunk's text is in it: 0600 like the knowledge base itself
     conn = sqlite3.connect(str(tmp))
     try:
         conn.executescript(_SCHEMA)
-        manifest = getattr(store, "manifest", None)
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "name": store.name,
             "embedder": store.embedder_id,
             "dim": store.dim,
-            "chunker": getattr(manifest, "chunker", {}) if manifest is not None else {},
-            "source_backend": store.stats().get("backend", ""),
+            "chunker": store.manifest.chunker,
+            "source_backend": store.backend,
             "exported_at": time.time(),
         }
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
@@ -395,7 +383,7 @@ def import_kb(
     meta = read_export_meta(path)
     target = settings.model_copy(deep=True)
     if backend is not None:
-        target.store.backend = backend  # type: ignore[assignment]
+        target.store.backend = backend
     if url is not None:
         target.store.url = url
     dst = STORES.create(target.store.backend).open(
