@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -57,7 +58,7 @@ def parse_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(path, settings, password=password)
 
     monkeypatch.setattr(ingest.parsers, "parse_file", counting)
-    monkeypatch.setattr(pipeline, "_executor_factory", lambda n: ThreadPoolExecutor(n))
+    monkeypatch.setattr(pipeline, "_executor_factory", lambda n, setup: ThreadPoolExecutor(n))
     return calls
 
 
@@ -191,7 +192,9 @@ def test_worker_crash_fails_only_that_file(
     # fork so the workers inherit the patched parser
     monkeypatch.setattr(ingest.parsers, "parse_file", crashing)
     monkeypatch.setattr(
-        pipeline, "_executor_factory", lambda n: ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+        pipeline,
+        "_executor_factory",
+        lambda n, setup: ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")),
     )
     summary = ingest_paths([folder], store, embedder, fake_settings, workers=2)
     assert [p for p, _ in summary.failed] == [str((folder / "crash.pdf").resolve())]
@@ -286,8 +289,17 @@ def test_file_name_that_is_not_utf8_fails_alone(
     assert out["added"] == 1 and len(out["failed"]) == 1 and "not valid UTF-8" in out["failed"][0]["error"]
 
 
-def test_progress_plain_lines_and_final_table(tmp_path: Path, kb, fake_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_progress_plain_lines_and_final_table(
+    tmp_path: Path, kb, fake_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     store, embedder = kb
+    real_embed = embedder.embed_documents
+
+    def slow_embed(texts):  # type: ignore[no-untyped-def]
+        time.sleep(0.6)  # past the 0.5 s of work after which a rate is reported, however fast the machine
+        return real_embed(texts)
+
+    monkeypatch.setattr(embedder, "embed_documents", slow_embed)
     folder = tmp_path / "docs"
     write_corpus(folder, 2)
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
@@ -308,7 +320,11 @@ def test_progress_plain_lines_and_final_table(tmp_path: Path, kb, fake_settings:
     assert text.strip().splitlines()[-1].startswith("added 2, updated 0, skipped 0, failed 1")
     assert seen[-1].phase == "done" and seen[-1].files_done == seen[-1].files_total == 3
     assert max(p.pages for p in seen) == summary.pages > 0
-    assert any(p.chunks_per_s > 0 for p in seen) or summary.seconds < 0.5
+    rated = [p for p in seen if p.chunks_per_s > 0]
+    assert rated and rated[-1].chunks == summary.chunks  # the rate is reported, up to the end
+    for p in rated:  # chunks over the seconds of work (at least 0.5, at most the whole run)
+        assert p.chunks / p.elapsed_s <= p.chunks_per_s <= p.chunks / 0.5
+    assert any(p.eta_s is not None for p in rated if p.phase == "ingesting")
 
 
 def test_rich_renderer_and_summary_table() -> None:

@@ -174,6 +174,54 @@ def test_pdf_under_another_extension_is_parsed_as_pdf(tmp_path: Path, name: str)
     assert [p.text for p in doc.pages] == PAGES
 
 
+def _small_docx(path: Path) -> Path:
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("A Word file under another name.")
+    document.save(str(path))
+    return path
+
+
+def _small_epub(path: Path) -> Path:
+    import zipfile
+
+    container = (
+        '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+        '<rootfiles><rootfile full-path="book.opf" media-type="application/oebps-package+xml"/></rootfiles></container>'
+    )
+    opf = (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0"><manifest>'
+        '<item id="c" href="c.xhtml" media-type="application/xhtml+xml"/></manifest><spine><itemref idref="c"/>'
+        "</spine></package>"
+    )
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mimetype", "application/epub+zip")
+        zf.writestr("META-INF/container.xml", container)
+        zf.writestr("book.opf", opf)
+        zf.writestr("c.xhtml", "<html><body><p>An EPUB under another name.</p></body></html>")
+    return path
+
+
+@pytest.mark.parametrize("name", ["report.txt", "download", "notes.md", "letter.epub", "paper.pdf"])
+def test_word_file_under_another_name_is_parsed_as_docx(tmp_path: Path, name: str) -> None:
+    """Regression (issue 17): a .docx renamed .txt was refused as binary (a ZIP archive); magic bytes win."""
+    data = _small_docx(tmp_path / "real.docx").read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data)
+    doc = parse_file(path, IngestSettings())
+    assert doc.metadata["format"] == "docx" and "A Word file under another name." in doc.pages[0].text
+
+
+@pytest.mark.parametrize("name", ["book.txt", "book", "book.html", "book.docx"])
+def test_epub_under_another_name_is_parsed_as_epub(tmp_path: Path, name: str) -> None:
+    data = _small_epub(tmp_path / "real.epub").read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data)
+    doc = parse_file(path, IngestSettings())
+    assert doc.metadata["format"] == "epub" and "An EPUB under another name." in doc.pages[0].text
+
+
 @pytest.mark.parametrize(
     ("name", "data", "what"),
     [

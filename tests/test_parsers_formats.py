@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -105,6 +106,25 @@ def test_html_drops_scripts_keeps_headings_and_tables(tmp_path: Path) -> None:
     notes = [b for b in doc.pages[1].blocks if b.text == "Notes"]
     assert notes and notes[0].heading_level == 3
     assert "First note\n\nSecond note" in doc.pages[1].text
+
+
+def test_html_of_markup_without_text_is_refused_quickly_and_any_text_still_parses(tmp_path: Path) -> None:
+    """Regression (issue 17): 60 MB of empty <div>s took the tag-by-tag parser about a minute to find no text."""
+    from rag.errors import EmptyDocument
+
+    empty = tmp_path / "empty.html"
+    empty.write_text("<html><body>" + "<div><span></span></div>\n" * 400_000 + "</body></html>", encoding="utf-8")
+    start = time.perf_counter()
+    with pytest.raises(EmptyDocument):
+        parse_file(empty, IngestSettings())
+    assert time.perf_counter() - start < 2  # 10 MB: 6-16 s through the parser
+    for html, text in [
+        ("Bare text before any tag<div></div>", "Bare text before any tag"),
+        ('<div title="a > b"></div><p>&#65;pples grow.</p>', "Apples grow."),
+    ]:
+        path = tmp_path / "some.html"
+        path.write_text(html, encoding="utf-8")
+        assert text in parse_file(path, IngestSettings()).pages[0].text
 
 
 def test_docx_page_breaks_headings_tables(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.parsers.files import binary_kind, check_size, read_head, sniff, starts_as_pdf
+from ingest.parsers.files import ZIP_MAGIC, binary_kind, check_size, read_head, sniff, starts_as_pdf, zip_kind
 from rag.errors import CorruptDocument, UnsupportedFormat
 from rag.records import ParsedDocument
 from rag.registry import Registry
@@ -70,9 +70,10 @@ def parse_file(path: Path, settings: IngestSettings, password: str | None = None
 
     The extension picks the parser, but magic bytes win over it: a file that starts with `%PDF-` is
     parsed as a PDF whatever its name (without a known extension, `%PDF-` anywhere in the first 1024
-    bytes will do, as the PDF spec allows), and binary data under a text extension (.txt, .md, .html)
-    gets a CorruptDocument line instead of being indexed as garbage. A file named .pdf that is not
-    one gets a CorruptDocument error, not a crash.
+    bytes will do, as the PDF spec allows); a ZIP that holds a Word document or an EPUB is parsed as
+    one whatever its name; other binary data under a text extension (.txt, .md, .html) gets a
+    CorruptDocument line instead of being indexed as garbage. A file named .pdf that is not one gets
+    a CorruptDocument error, not a crash.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -82,6 +83,8 @@ def parse_file(path: Path, settings: IngestSettings, password: str | None = None
         ext = ".pdf"
     elif ext != ".pdf" and starts_as_pdf(head):
         ext = ".pdf"
+    elif head.startswith(ZIP_MAGIC) and (packaged := zip_kind(path)) is not None:
+        ext = packaged
     elif ext in TEXT_EXTENSIONS and (what := binary_kind(head)) is not None:
         raise CorruptDocument(
             str(path), f"binary content in a {ext} file ({what}); give it the extension of its real type"

@@ -9,10 +9,12 @@ without any is split into Heading-1 sections (long ones continue at paragraph bo
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from ingest.parsers.files import check_size, read_head, sha256_file, sniff
+from ingest.parsers.inflate import InflateBudget, check_zip, verify_members
 from ingest.parsers.sections import Item, build_pages, check_pages, first_heading
 from ingest.parsers.textclean import clean_line
 from rag.errors import (
@@ -125,8 +127,14 @@ def parse_docx(path: Path, settings: IngestSettings, password: str | None = None
     from docx.opc.exceptions import PackageNotFoundError
 
     try:
+        # python-docx reads every part into memory with ZipFile.read: the declared sizes are checked,
+        # then every part is inflated once in blocks, so a header that lies fails before python-docx.
+        with zipfile.ZipFile(path) as zf:
+            budget = InflateBudget(path, settings)
+            check_zip(zf, budget)
+            verify_members(zf, budget)
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError, SyntaxError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, PackageNotFoundError, KeyError, ValueError, SyntaxError) as exc:
         raise CorruptDocument(str(path), f"damaged .docx ({' '.join(str(exc).split())[:160]})") from exc
     items = docx_items(document)
     pages = build_pages(items, split_level=1)

@@ -46,6 +46,26 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+def zip_kind(path: Path) -> str | None:
+    """'.docx' or '.epub' when a ZIP file is one (by the parts it holds), else None.
+
+    Only the ZIP's directory is read. An EPUB says so in its `mimetype` part or has its
+    META-INF/container.xml; a Word file has word/document.xml.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "META-INF/container.xml" in names:
+                return ".epub"
+            if "word/document.xml" in names and "[Content_Types].xml" in names:
+                return ".docx"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    return None
+
+
 def starts_as_pdf(head: bytes) -> bool:
     """The PDF header at the very start (after whitespace): strict enough to overrule a file's extension."""
     return head.lstrip(b" \t\r\n\x00\xef\xbb\xbf").startswith(PDF_MAGIC)

@@ -22,11 +22,14 @@ def band_rows(lines: Sequence[Line], page_height: float) -> list[tuple[Line, lis
     footer right under the content, far from the page edge)."""
     text_lines = sorted((ln for ln in lines if ln.table < 0 and ln.text and ln.axis), key=lambda item: item.yc)
     rows: list[list[Line]] = []
+    bottom = 0.0  # of the last row, kept as it grows: a row of 20,000 fragments stays linear
     for ln in text_lines:
-        if rows and ln.y0 < max(r.y1 for r in rows[-1]) - 0.5 * ln.height:
+        if rows and ln.y0 < bottom - 0.5 * ln.height:
             rows[-1].append(ln)
+            bottom = max(bottom, ln.y1)
         else:
             rows.append([ln])
+            bottom = ln.y1
     picked: list[int] = []
     for i, row in enumerate(rows):
         top = max(r.y1 for r in row) <= page_height * BAND

@@ -93,19 +93,19 @@ def merge_rows(lines: Sequence[Line]) -> list[Line]:
     """Group lines that share a baseline band into one line each, top to bottom, left to right."""
     rows: list[list[Line]] = []
     tables: list[Line] = []
+    top = bottom = 0.0  # of the last row, kept as it grows: a row of 20,000 fragments stays linear
     for ln in sorted(lines, key=lambda item: (item.yc, item.x0)):
         if ln.table >= 0:
             tables.append(ln)
             continue
         if rows:
-            row = rows[-1]
-            top = min(r.y0 for r in row)
-            bottom = max(r.y1 for r in row)
             overlap = min(bottom, ln.y1) - max(top, ln.y0)
             if overlap >= 0.5 * min(ln.height, bottom - top):
-                row.append(ln)
+                rows[-1].append(ln)
+                top, bottom = min(top, ln.y0), max(bottom, ln.y1)
                 continue
         rows.append([ln])
+        top, bottom = ln.y0, ln.y1
     merged = [merge_row(row) for row in rows]
     if tables:
         merged.extend(tables)

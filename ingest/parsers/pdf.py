@@ -32,6 +32,7 @@ from ingest.parsers.layout import (
     reading_order,
 )
 from ingest.parsers.notemarks import split_note_marks, words_outside
+from ingest.parsers.pdfguard import PageGuard, check_object_streams
 from ingest.parsers.tables import FoundTable, grid_tables, rows_to_markdown, unruled_table
 from ingest.parsers.textclean import clean_line, strip_bad_glyphs, text_quality
 from rag.errors import (
@@ -110,6 +111,11 @@ def open_pdf(path: Path, settings: IngestSettings, password: str | None = None) 
         if not doc.authenticate(password):
             doc.close()
             raise EncryptedDocument(str(path), "encrypted PDF; the password given is wrong")
+    try:
+        check_object_streams(doc, str(path), settings)  # before the page tree is read out of them
+    except DocumentTooLarge:
+        doc.close()
+        raise
     try:
         count = doc.page_count  # MuPDF counts the page tree here: a cut-off one raises
     except (RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
@@ -224,14 +230,19 @@ def _ocr_lines(page: Any) -> list[Line]:
     return out
 
 
-def extract_page(doc: Any, index: int, settings: IngestSettings, path: str) -> RawPage:
-    """Extract one page: lines in page coordinates, OCR when the text layer is missing or garbled, tables."""
+def extract_page(doc: Any, index: int, settings: IngestSettings, path: str, guard: PageGuard | None = None) -> RawPage:
+    """Extract one page: lines in page coordinates, OCR when the text layer is missing or garbled, tables.
+
+    `guard` (one per document, so streams shared by pages are measured once) refuses a page whose
+    content would inflate or draw past the limits before MuPDF interprets it.
+    """
     page = doc.load_page(index)
     rect = page.rect
     if rect.width > MAX_SIDE_PT or rect.height > MAX_SIDE_PT:
         raise DocumentTooLarge(
             path, f"page {index + 1} is {rect.width / 72:.0f} x {rect.height / 72:.0f} inches, over 200 inches a side"
         )
+    (guard or PageGuard(doc, path, settings)).check_page(page, index + 1)
     raw = RawPage(index + 1, rect.width, rect.height, [], find_tables=settings.tables)
     textpage = page.get_textpage(flags=_FLAGS)  # one extraction serves both lines and table words
     lines, raw_text, upright = lines_from_dict(page.get_text("dict", textpage=textpage))
@@ -360,11 +371,12 @@ def parse_pdf(path: Path, settings: IngestSettings, password: str | None = None)
         garbled: list[int] = []
         notes: dict[int, str] = {}
         first_error = ""
+        guard = PageGuard(doc, name, settings)
         for window in _windows(n):
             raws = []
             for i in window:
                 try:
-                    raws.append(extract_page(doc, i, settings, name))
+                    raws.append(extract_page(doc, i, settings, name, guard))
                 except _PAGE_ERRORS as exc:
                     failed.append(i + 1)
                     first_error = first_error or f"page {i + 1}: {_short(exc)}"

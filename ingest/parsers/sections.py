@@ -10,16 +10,15 @@ breaks). The rule that makes a citation's "page" meaningful:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ingest.parsers.tables import rows_to_markdown
 from rag.errors import DocumentTooLarge, EmptyDocument
 from rag.records import Block, Page, Table
+from rag.text.sentences import split_sentences
 
 PAGE_CHARS = 3000  # about one printed page of English (~1.5 of Chinese)
-_SENTENCE_END_RE = re.compile(r"[。！？；.!?;][\"'”’)）]*\s*")
 
 
 @dataclass(slots=True)
@@ -31,11 +30,15 @@ class Item:
 
 
 def split_long(text: str, limit: int) -> list[str]:
-    """Split a paragraph longer than `limit` at sentence ends (else spaces, else anywhere)."""
+    """Split a paragraph longer than `limit` at sentence ends (else spaces, else anywhere).
+
+    Sentence ends are rag.text's (the sentences chunks and citations use): a cut falls where a sentence
+    of the window starts, after the first third of it.
+    """
     pieces: list[str] = []
     while len(text) > limit:
         window = text[:limit]
-        cut = max((m.end() for m in _SENTENCE_END_RE.finditer(window) if m.end() > limit // 3), default=0)
+        cut = max((s for s, _ in split_sentences(window)[1:] if s > limit // 3), default=0)
         if not cut:
             cut = window.rfind(" ") + 1 or limit
         pieces.append(text[:cut].rstrip())
