@@ -11,6 +11,7 @@ import pytest
 from rag.chunking import make_chunker
 from rag.records import Block, Chunk, Page, ParsedDocument
 from rag.settings import ChunkingSettings
+from rag.text.sentences import split_sentences
 
 
 def simple_count(text: str) -> int:
@@ -91,20 +92,57 @@ def test_offsets_sizes_and_chinese_sentence_boundaries(chunker) -> None:  # type
     assert {c.page_start for c in chunks} == {1, 2}
 
 
-def test_sentence_splitter_on_english_markers() -> None:
+def test_chunk_sentences_are_the_sentences_citations_quote() -> None:
+    """The chunker cuts where rag.text.split_sentences does: one splitter, one abbreviation list (issue 18)."""
     chunker = make_chunker(ChunkingSettings(), simple_count)
-    text = "1. Introduction. The U.S. economy grew 2.5% in 2023. Mr. Smith agreed! Did it last? (iv). Yes."
-    spans = [text[a:b] for a, b in chunker._sentences(text, 0, len(text))]
-    assert spans == [
-        "1. Introduction.",
+    en = (
+        "The U.S. economy grew 2.5% in 2023. Mr. Smith agreed! Did it last? Prof. Li spoke at 4:30 p.m. "
+        "ET on Monday. Robert J. Decker, Jr. signed; the report was filed.\nNext line"
+    )
+    zh = "他说：“今年增长了。”然后离开了！真的吗？是的；完毕……好。营收为5亿元。[1]利润为1亿元"
+    for text in (en, zh):
+        assert chunker.sentences(text, 0, len(text)) == split_sentences(text)
+    assert [en[a:b] for a, b in chunker.sentences(en, 0, len(en))] == [
         "The U.S. economy grew 2.5% in 2023.",
         "Mr. Smith agreed!",
         "Did it last?",
-        "(iv). Yes.",
+        "Prof. Li spoke at 4:30 p.m. ET on Monday.",
+        "Robert J. Decker, Jr. signed;",
+        "the report was filed.",
+        "Next line",
     ]
-    zh = "他说：“今年增长了。”然后离开了！真的吗？是的；完毕……好"
-    spans = [zh[a:b] for a, b in chunker._sentences(zh, 0, len(zh))]
-    assert spans == ["他说：“今年增长了。”", "然后离开了！", "真的吗？", "是的；", "完毕……", "好"]
+    assert [zh[a:b] for a, b in chunker.sentences(zh, 0, len(zh))] == [
+        "他说：“今年增长了。”",
+        "然后离开了！",
+        "真的吗？",
+        "是的；",
+        "完毕……好。",
+        "营收为5亿元。[1]",
+        "利润为1亿元",
+    ]
+    # Offsets are the page's: a region that starts mid-page gives spans into the whole text.
+    page = "Intro. " + en
+    assert chunker.sentences(page, 7, len(page)) == [(a + 7, b + 7) for a, b in split_sentences(en)]
+
+
+def test_chunk_boundaries_fall_on_sentence_ends_of_the_text_layer() -> None:
+    chunker = make_chunker(ChunkingSettings(max_tokens=60, overlap_tokens=16, min_tokens=6), simple_count)
+    rng = random.Random(7)
+    parts = [
+        ("text", "".join(rng.choice(ZH_SENTENCES) for _ in range(8)), 0),
+        ("text", " ".join(rng.choice(EN_SENTENCES) for _ in range(8)), 0),
+        ("text", "".join(rng.choice(ZH_SENTENCES) for _ in range(5)), 0),
+    ]
+    page = make_page(1, parts)
+    starts, ends = set(), set()
+    for block in page.blocks:
+        for a, b in split_sentences(page.text[block.char_start : block.char_end]):
+            starts.add(block.char_start + a)
+            ends.add(block.char_start + b)
+    chunks = chunker.chunk(ParsedDocument("s.pdf", "5" * 64, "s", [page]), "s")
+    assert len(chunks) > 3
+    for c in chunks:
+        assert c.char_start in starts and c.char_end in ends, c.text
 
 
 def test_english_sentences_keep_abbreviations_and_decimals(chunker) -> None:  # type: ignore[no-untyped-def]
@@ -349,9 +387,41 @@ def test_text_without_sentence_ends_chunks_in_linear_time() -> None:
         normal_s, _ = timed(normal)
         unbroken_s, chunks = timed(unbroken)
         assert unbroken_s <= 8 * normal_s + 0.05, (lang, unbroken_s, normal_s)
+        assert unbroken_s < 3.0, (lang, unbroken_s)  # the quadratic code: 9.8 s for 100k characters of CJK
         assert all(c.token_count <= settings.max_tokens for c in chunks)
         covered = bytearray(len(unbroken))
         for c in chunks:
             assert unbroken[c.char_start : c.char_end] == c.text
             covered[c.char_start : c.char_end] = b"\x01" * (c.char_end - c.char_start)
         assert all(covered[i] or unbroken[i].isspace() for i in range(len(unbroken))), lang
+
+
+@pytest.mark.slow
+def test_a_5mb_one_line_latin_text_chunks_at_the_rate_of_punctuated_text() -> None:
+    """Regression (issue 17): a 5 MB file that is one line without sentence ends held an ingest batch for minutes.
+
+    Its rate must be within 4x of punctuated text measured in the same run, and it must finish in seconds.
+    """
+    import time
+
+    rng = random.Random(1)
+    words = "the company reported revenue growth in the third quarter and margins improved".split()
+    punctuated = ". ".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(1_000_000 // 60))
+    one_line = " ".join(rng.choice(words) for _ in range(5_000_000 // 5))[:5_000_000]
+    settings = ChunkingSettings()
+    chunker = make_chunker(settings, simple_count)
+
+    def seconds_per_mb(text: str) -> tuple[float, float, list[Chunk]]:
+        t0 = time.perf_counter()
+        chunks = chunker.chunk(ParsedDocument("u.txt", "d" * 64, "u", [Page(1, text)]), "u")
+        took = time.perf_counter() - t0
+        return took, took / (len(text) / 1e6), chunks
+
+    _, normal_rate, _ = seconds_per_mb(punctuated)
+    took, rate, chunks = seconds_per_mb(one_line)
+    assert rate <= 4 * normal_rate + 0.05, (rate, normal_rate)
+    assert took < 15.0, took
+    assert all(c.token_count <= settings.max_tokens for c in chunks)
+    assert [c.char_start for c in chunks] == sorted(c.char_start for c in chunks)
+    assert one_line[chunks[-1].char_start : chunks[-1].char_end] == chunks[-1].text
+    assert chunks[-1].char_end == len(one_line.rstrip())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rag.store.analyzer import EN_STOP as KEYWORD_EN_STOP
 from rag.store.analyzer import stem
 from rag.text.sentences import MARKER_RE
 
@@ -21,8 +22,11 @@ CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9])\d+(?:[.,]\d+)*")  # "Q3"/"FY2023" are names, "$5.2" is a number
 _NEXT_WORD = re.compile(r"[ \t]?(?:%|percent\b)?[ \t]*([A-Za-z][A-Za-z'’]*)")
-EN_STOP = frozenset(
-    "a an the of and or to in on at for by with from as is are was were be been being it its this that these those what which who whom whose when where why how do does did has have had not no than then there their they them we our you your he she his her i me my into about over under per also according source sources document documents based stated states say says said mentioned mention provided text information answer following shown show shows given".split()
+# The keyword analyzer's stopwords plus the words a model uses to talk about its sources ("according to
+# the documents", "the text says"): they carry no claim. BM25 keeps those words searchable (a question
+# may ask about a "source" or a "document"), so the two lists differ on purpose; one is built on the other.
+EN_STOP = KEYWORD_EN_STOP | frozenset(
+    "also according source sources document documents based stated states say says said mentioned mention provided text information answer following shown show shows given".split()
 )
 ZH_STOP_GRAMS = frozenset(
     "根据 据资 资料 料中 料显 显示 文档 档中 档显 提到 中提 所述 来源 可知 我们 以上 上资 如下".split()

@@ -20,10 +20,16 @@ PLACEHOLDER_RE = re.compile(r"[ \t]*[\[【]\s*n\s*[\]】]")
 NESTED_PLACEHOLDER_RE = re.compile(r"\[\s*n\s*(\[\s*\d+\s*\])\s*\]")  # "[n [1]]" -> "[1]"
 LIST_PREFIX = re.compile(r"^\s*(?:\d{1,2}[.)、]\s+|[-*•]\s+|#+\s+)")
 SENTENCE_END = "。！？!?；;"
+# The one list of words after which '.' does not end an English sentence (chunking uses it too).
 _ABBREV = frozenset(
-    "inc corp co ltd llc plc mr mrs ms dr st no vs etc e.g i.e u.s u.k jan feb mar apr jun jul aug sep sept oct nov dec fig approx dept est".split()
+    "inc corp co ltd llc plc mr mrs ms dr prof jr sr st no vs etc e.g i.e u.s u.k a.m p.m jan feb mar apr jun jul aug sep sept oct nov dec fig approx dept est".split()
 )
+_ABBREV_MAX = max(map(len, _ABBREV))
 CLOSERS = "”’\"'）)」』》】]"
+# Where a sentence can end or a table row start; every other character is skipped by one regex search,
+# so a text without sentence ends (a 5 MB one-line file) costs one C-level scan, not a Python loop.
+_CANDIDATE = re.compile("[\n|.%s]" % re.escape(SENTENCE_END))
+_NON_SPACE = re.compile(r"\S")
 
 
 def is_table_row(text: str) -> bool:
@@ -32,55 +38,83 @@ def is_table_row(text: str) -> bool:
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Sentence spans of `text` (Chinese and English terminators, newlines).
+    """Sentence spans of `text` (Chinese and English terminators, newlines), whitespace-trimmed.
 
     Closing quotes and citation markers right after a terminator stay with the sentence before
-    them, so "营收为5亿元。[1]" is one sentence that carries its marker.
+    them, so "营收为5亿元。[1]" is one sentence that carries its marker. A line that starts and ends
+    with '|' (a markdown table row) is one sentence whatever its cells say.
+    Linear in len(text): each check looks at a bounded stretch or one cached per line / sentence start.
     """
     spans: list[tuple[int, int]] = []
-    start = 0
-    i = 0
     n = len(text)
-    while i < n:
+    start = 0
+    first_at, first = -1, -1  # first non-space character at or after `first_at` (n if none)
+    row_line_end, row_is_table = -1, False  # the line last checked for being a table row
+    i = 0
+    while True:
+        m = _CANDIDATE.search(text, i)
+        if m is None:
+            break
+        i = m.start()
         ch = text[i]
+        if first_at != start:
+            nxt = _NON_SPACE.search(text, start)
+            first_at, first = start, (nxt.start() if nxt else n)
+        if ch == "|":
+            if first >= i:  # only blanks since the sentence start: maybe a table row, one unit
+                if i <= row_line_end:  # still on the line checked last (i only grows)
+                    row_end = row_line_end
+                else:
+                    nl = text.find("\n", i)
+                    row_end = n if nl < 0 else nl
+                if row_end != row_line_end:  # the line's last non-space character decides, once per line
+                    j = row_end
+                    while text[j - 1].isspace():
+                        j -= 1
+                    row_line_end, row_is_table = row_end, text[j - 1] == "|"
+                if row_is_table:
+                    spans.append((start, row_end))
+                    start = i = row_end + 1
+                    continue
+            i += 1
+            continue
         end: int | None = None
-        if ch == "|" and not text[start:i].strip():  # a table row is one unit, whatever its cells say
-            nl = text.find("\n", i)
-            row_end = n if nl < 0 else nl
-            if text[i:row_end].rstrip().endswith("|"):
-                spans.append((start, row_end))
-                start = i = row_end + 1
-                continue
         if ch == "\n":
             end = i
-        elif ch in SENTENCE_END or (
-            ch == "."
-            and (i + 1 >= n or text[i + 1].isspace() or text[i + 1] in "[【")
+        elif ch != "." or (
+            (i + 1 >= n or text[i + 1].isspace() or text[i + 1] in "[【")
             and not (i > 0 and text[i - 1].isdigit() and i + 1 < n and text[i + 1].isdigit())
             and not _is_abbreviation(text, i)
         ):
-            j = i + 1
-            while True:  # absorb closers and markers: 。[1] / ." [2][3]
-                while j < n and text[j] in CLOSERS:
-                    j += 1
-                k = j
-                while k < n and text[k] == " ":
-                    k += 1
-                m = MARKER_RE.match(text, k)
-                if m is None:
-                    break
-                j = m.end()
-            end = j
-        if end is not None:
-            if text[start:end].strip():
-                spans.append((start, end))
-            start = end if ch != "\n" else end + 1
-            i = max(i + 1, start)
+            end = _absorb_closers_and_markers(text, i + 1)
+        if end is None:
+            i += 1
             continue
-        i += 1
-    if text[start:].strip():
+        if first < end:
+            spans.append((start, end))
+        start = end if ch != "\n" else end + 1
+        i = max(i + 1, start)
+    if first_at != start:
+        nxt = _NON_SPACE.search(text, start)
+        first = nxt.start() if nxt else n
+    if first < n:
         spans.append((start, n))
-    return [_strip_span(text, s, e) for s, e in spans]
+    return [strip_span(text, s, e) for s, e in spans]
+
+
+def _absorb_closers_and_markers(text: str, j: int) -> int:
+    """The end of a sentence whose terminator ends at `j`: closers and markers after it, '。[1]' / '." [2][3]'."""
+    n = len(text)
+    while True:
+        while j < n and text[j] in CLOSERS:
+            j += 1
+        k = j
+        while k < n and text[k] == " ":
+            k += 1
+        m = MARKER_RE.match(text, k)
+        if m is None:
+            return j
+        j = m.end()
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:
@@ -88,11 +122,14 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     j = dot
     while j > 0 and (text[j - 1].isalpha() or text[j - 1] == "."):
         j -= 1
+        if dot - j > _ABBREV_MAX:  # longer than every abbreviation (and than an initial)
+            return False
     word = text[j:dot].lower()
     return word in _ABBREV or (len(word) == 1 and word.isalpha() and text[dot - 1].isupper())
 
 
-def _strip_span(text: str, s: int, e: int) -> tuple[int, int]:
+def strip_span(text: str, s: int, e: int) -> tuple[int, int]:
+    """text[s:e] without leading and trailing whitespace, as offsets."""
     while s < e and text[s].isspace():
         s += 1
     while e > s and text[e - 1].isspace():
