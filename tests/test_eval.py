@@ -53,10 +53,13 @@ def test_run_eval_on_a_tiny_questions_file(fake_settings: Settings, tmp_path: Pa
     assert overall["page_hit@1"] == 1.0 and overall["doc_hit@1"] == 1.0 and overall["mrr@10"] == 1.0
     assert set(result["by_language"]) == {"en", "zh"} and result["by_language"]["zh"]["n"] == 1
     assert set(result["by_source"]) == {"fb", "nh"}
+    # Split by question language -> document language, the document's language read from its pages.
+    assert set(result["by_language_pair"]) == {"en->en", "zh->zh"}
+    assert result["by_language_pair"]["zh->zh"]["n"] == 1 and result["by_language_pair"]["en->en"]["n"] == 2
     assert result["latency_ms"]["p95"] >= result["latency_ms"]["p50"] > 0
     assert {r["id"] for r in result["per_question"]} == {"q1", "q2", "q3", "q4"}
     md = eval_markdown(result)
-    assert "| **all** | 3 |" in md and "lang: zh" in md and "page@3" in md
+    assert "| **all** | 3 |" in md and "lang: zh" in md and "page@3" in md and "en->en" in md
     json.dumps(result)  # JSON-serialisable for `citeqa eval --json`
 
 

@@ -46,7 +46,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from rag.protocols import SearchFilter
-    from rag.retrieval import hit_to_dict, make_retriever
+    from rag.retrieval import explain_hit, hit_to_dict, make_retriever
 
     store, embedder = open_store(settings, kb_name(args, settings))
     try:
@@ -63,6 +63,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     for i, row in enumerate(rows, 1):
         text = " ".join(str(row["text"]).split())
         print(f"{i}. {row['doc']} · p.{row['page']} · score {row['score']:.3f}\n   {text[:300]}")
+        if getattr(args, "explain", False):
+            print(f"   why: {explain_hit(row['scores'])}")
     if not rows:
         print("no results")
     return 0

@@ -12,7 +12,7 @@ from rag.records import Hit
 from rag.retrieval.hybrid import HybridRetriever
 from rag.settings import RetrievalSettings
 
-__all__ = ["HybridRetriever", "hit_to_dict", "make_retriever"]
+__all__ = ["HybridRetriever", "explain_hit", "hit_to_dict", "make_retriever"]
 
 
 def make_retriever(store: Store, embedder: Embedder, settings: RetrievalSettings) -> Retriever:
@@ -38,3 +38,27 @@ def hit_to_dict(hit: Hit) -> dict[str, Any]:
         "retriever": hit.retriever,
         "scores": {k: round(float(v), 6) for k, v in hit.scores.items()},
     }
+
+
+def explain_hit(scores: dict[str, float]) -> str:
+    """One line saying why a hit ranks where it does: each ranking's rank and score, routing, page."""
+    parts = []
+    for name, label in (
+        ("dense", "dense"),
+        ("keyword", "keyword"),
+        ("dense_routed", "dense in routed docs"),
+        ("keyword_routed", "keyword in routed docs"),
+        ("period", "header year"),
+    ):
+        rank = scores.get(f"{name}_rank")
+        if rank is not None:
+            parts.append(f"{label} #{int(rank)} ({scores.get(name, 0.0):.3f})")
+        elif name in ("dense", "keyword"):
+            parts.append(f"{label} –")
+    if scores.get("routing"):
+        parts.append(f"routing match {scores['routing']:.2f}")
+    if "page" in scores:
+        parts.append(f"page score {scores['page']:.4f}")
+    if "rrf" in scores:
+        parts.append(f"fused {scores['rrf']:.4f}")
+    return " · ".join(parts)

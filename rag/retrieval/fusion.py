@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rag.records import Hit
 
@@ -11,21 +11,29 @@ _SPACE_RE = re.compile(r"\s+")
 DUPLICATE_JACCARD = 0.9  # share of common character 4-grams above which two chunks count as the same text
 
 
-def rrf_fuse(rankings: Sequence[tuple[str, float, list[Hit]]], rrf_k: int) -> list[Hit]:
+Weight = float | Callable[[Hit], float]
+
+
+def weight_of(weight: Weight, hit: Hit) -> float:
+    return weight(hit) if callable(weight) else weight
+
+
+def rrf_fuse(rankings: Sequence[tuple[str, Weight, list[Hit]]], rrf_k: int) -> list[Hit]:
     """Reciprocal-rank fusion: score(chunk) = sum over rankings of weight / (rrf_k + rank).
 
-    `rankings` is [(name, weight, hits)]; each fused Hit keeps the per-retriever scores in `scores`.
+    `rankings` is [(name, weight, hits)], a weight being a number or a function of the hit (a routed
+    search counts as much as its document matched); each fused Hit keeps the per-retriever scores.
     """
     fused: dict[str, Hit] = {}
     for name, weight, hits in rankings:
-        if weight <= 0:
+        if not callable(weight) and weight <= 0:
             continue
         for rank, hit in enumerate(hits, start=1):
             entry = fused.get(hit.chunk.id)
             if entry is None:
                 entry = Hit(chunk=hit.chunk, score=0.0, rank=0, retriever="hybrid", scores={})
                 fused[hit.chunk.id] = entry
-            entry.score += weight / (rrf_k + rank)
+            entry.score += weight_of(weight, hit) / (rrf_k + rank)
             entry.scores[name] = hit.score
             entry.scores[f"{name}_rank"] = float(rank)
     out = sorted(fused.values(), key=lambda h: (-h.score, h.chunk.id))

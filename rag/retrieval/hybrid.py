@@ -5,22 +5,36 @@ cosine* is below settings.min_score *and* no top keyword hit covers settings.min
 of the question's content words (Chinese: character bigrams). BM25 scores are unbounded and fused
 scores are ranks, so the keyword side is judged by coverage, which is comparable across queries;
 a chunk that matches the question's words is never refused unseen. How the defaults were
-calibrated: rag/settings.py (RetrievalSettings) and bench/grounding_calibrate.py.
+calibrated: rag/settings/retrieval.py (RetrievalSettings) and bench/grounding_calibrate.py.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 from rag.lang import detect_language
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
 from rag.records import Hit
 from rag.retrieval.fusion import drop_near_duplicates, rrf_fuse
+from rag.retrieval.pages import order_by_page, page_scores
+from rag.retrieval.periods import expand_periods, header_years, question_years
+from rag.retrieval.routing import DocumentRouter
 from rag.settings import RetrievalSettings
 from rag.text.features import features, question_features
 
 KEYWORD_FLOOR_HITS = 3  # keyword hits whose coverage of the question the floor looks at
+
+
+def _scoped(doc_ids: list[str], flt: SearchFilter | None) -> SearchFilter | None:
+    """The routed documents within the caller's filter; None when routing would not narrow anything."""
+    if not doc_ids:
+        return None
+    if flt and flt.doc_ids:
+        doc_ids = [d for d in doc_ids if d in set(flt.doc_ids)]
+        if not doc_ids or len(doc_ids) == len(flt.doc_ids):
+            return None
+    return SearchFilter(doc_ids=doc_ids, metadata=dict(flt.metadata) if flt else {})
 
 
 def keyword_coverage(query: str, hits: list[Hit]) -> float:
@@ -45,10 +59,16 @@ class HybridRetriever:
         self.embedder = embedder
         self.settings = settings
         self._reranker = reranker
+        self._router: DocumentRouter | None = None
+
+    @property
+    def router(self) -> DocumentRouter:
+        if self._router is None:
+            self._router = DocumentRouter(self.store)
+        return self._router
 
     def _snapshot(self) -> AbstractContextManager[object]:
-        snapshot = getattr(self.store, "snapshot", None)
-        return snapshot() if callable(snapshot) else nullcontext()
+        return self.store.snapshot()
 
     @property
     def reranker(self):  # type: ignore[no-untyped-def]
@@ -77,20 +97,50 @@ class HybridRetriever:
                 t = time.perf_counter()
                 dense = self.store.dense_search(vector, pool, flt)
                 timings["dense_ms"] = (time.perf_counter() - t) * 1000
+            keyword_query = query
+            if s.periods and (extra := expand_periods(query)):
+                keyword_query = f"{query} {extra}"
             if s.mode in ("keyword", "hybrid"):
                 t = time.perf_counter()
-                keyword = self.store.keyword_search(query, pool, flt)
+                keyword = self.store.keyword_search(keyword_query, pool, flt)
                 timings["keyword_ms"] = (time.perf_counter() - t) * 1000
+            rankings = [("dense", s.dense_weight, dense), ("keyword", s.keyword_weight, keyword)]
+            route = None
+            if s.routing and s.mode == "hybrid":
+                t = time.perf_counter()
+                route = self.router.route(query)
+                scope = _scoped(route.doc_ids, flt) if route.confident else None
+                if scope is not None:
+                    # A routed search counts as much as its document matched the question.
+                    match = route.scores
+
+                    def routed(h: Hit) -> float:
+                        return s.routed_weight * match.get(h.chunk.doc_id, 0.0)
+
+                    if vector is not None:
+                        rankings.append(("dense_routed", routed, self.store.dense_search(vector, pool, scope)))
+                    rankings.append(("keyword_routed", routed, self.store.keyword_search(keyword_query, pool, scope)))
+                timings["routing_ms"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
         if s.mode == "hybrid":
-            hits = rrf_fuse(
-                [
-                    ("dense", s.dense_weight, dense),
-                    ("keyword", s.keyword_weight, keyword),
-                ],
-                s.rrf_k,
-            )
+            if s.periods and (years := question_years(query)):
+                # Tables whose header names the question's year, in the order the searches found them.
+                best: dict[str, tuple[int, Hit]] = {}
+                for _, _, ranked in rankings:
+                    for rank, h in enumerate(ranked):
+                        if h.chunk.id not in best or rank < best[h.chunk.id][0]:
+                            best[h.chunk.id] = (rank, h)
+                matching = [
+                    h for _, h in sorted(best.values(), key=lambda rh: rh[0]) if header_years(h.chunk.text) & years
+                ]
+                rankings.append(("period", s.period_weight, matching))
+            hits = rrf_fuse(rankings, s.rrf_k)
+            if route is not None:
+                for hit in hits:
+                    hit.scores["routing"] = route.scores.get(hit.chunk.doc_id, 0.0) if route.confident else 0.0
+            if s.page_fusion != "off":
+                hits = order_by_page(hits, page_scores(rankings, s.rrf_k, s.page_fusion))
         else:
             hits = dense or keyword
             for hit in hits:
