@@ -2,7 +2,8 @@
 
 The whole `ask_stream` iteration happens in one thread (llama.cpp's lock is held across pieces), and
 a request that goes away (client disconnect, time limit) stops the generation at the next piece, so
-the model is free for the next request in the queue.
+the model is free for the next request in the queue; one still waiting for the model leaves the queue
+(server.llm_queue.cancel_on) and never runs it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from rag.protocols import Message, SearchFilter
 from rag.records import Answer
+from server.llm_queue import cancel_on
 
 _END = object()
 
@@ -42,23 +44,24 @@ async def stream_answer(
             stop.set()
 
     def produce() -> None:
-        iterator = (
-            pipeline.ask_stream(question, history=history or None, flt=flt, events=True)
-            if events
-            else pipeline.ask_stream(question, history=history or None, flt=flt)
-        )
-        try:
-            for item in iterator:
-                put("item", item)
-                if stop.is_set():
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the request, which maps it to an HTTP error
-            put("error", exc)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()  # releases the model if we stopped early
-            put("end", _END)
+        with cancel_on(stop):  # a request gone while waiting for the model never runs it
+            iterator = (
+                pipeline.ask_stream(question, history=history or None, flt=flt, events=True)
+                if events
+                else pipeline.ask_stream(question, history=history or None, flt=flt)
+            )
+            try:
+                for item in iterator:
+                    put("item", item)
+                    if stop.is_set():
+                        break
+            except BaseException as exc:  # noqa: BLE001 - handed to the request, which maps it to an HTTP error
+                put("error", exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()  # releases the model if we stopped early
+                put("end", _END)
 
     loop.run_in_executor(executor, produce)
     try:

@@ -21,18 +21,26 @@ from starlette.concurrency import run_in_threadpool
 
 from rag.protocols import Embedder, Generator
 from rag.settings import Settings
+from server.auth import KeyRing
 from server.errors import install_error_handlers
 from server.mcp import McpEndpoint
-from server.middleware import ObserveMiddleware, TimeoutMiddleware
+from server.middleware import BodyLimitMiddleware, ObserveMiddleware, TimeoutMiddleware
 from server.routes import ask, documents, jobs, kbs, openai, ops, pages, search, web
+from server.schemas import MAX_BODY_BYTES
 from server.state import AppState
+from server.uploads import upload_body_limit
 
 DESCRIPTION = """
 Offline Chinese/English document QA with checked page citations.
 
 * **Auth**: when `CITEQA_API_KEYS` is set, send `Authorization: Bearer <key>` on every route except
-  `/healthz` (the web page's static files and these docs are open too: they hold no data).
+  `/healthz` (the web page's static files and these docs are open too: they hold no data). A scoped key
+  (`server.keys`, `server.keys_file`) may be limited to some knowledge bases and to reading: anything else
+  is `403 Forbidden`, whether or not the knowledge base exists.
 * **Errors**: JSON `{"error": {"type", "message"}}` with a 4xx/5xx status.
+* **Limits**: a JSON body up to 4 MB, an upload up to `server.max_upload_files` x `server.max_upload_mb`
+  (with or without `Content-Length`: counted as it arrives); more is `413 PayloadTooLarge`. Request fields
+  are strictly typed (`"stream": 0` is a 422, not `false`).
 * **OpenAI-compatible**: knowledge bases are models named `citeqa:<kb>`.
 * **MCP**: the tools `list_knowledge_bases`, `list_documents`, `search`, `ask` and `get_page` over
   streamable HTTP at `/mcp` (same API keys).
@@ -96,11 +104,12 @@ def create_app(
     generator: Generator | None = None,
 ) -> FastAPI:
     """Build the app. `embedder` / `generator` may be passed in already loaded (tests share one model)."""
-    if settings is None:
-        from rag.settings import apply_offline_defaults, load_settings
+    from rag.settings import apply_offline_defaults, load_settings
 
-        apply_offline_defaults()
+    if settings is None:
         settings = load_settings()
+    apply_offline_defaults(settings)  # paths.allow_hub from any source (flag, env, TOML) decides
+    keys = KeyRing.from_settings(settings.server)  # a malformed keys file stops the start here (ConfigError)
     state = AppState(settings, embedder=embedder, generator=generator)
     mcp = McpEndpoint(state)
 
@@ -131,6 +140,7 @@ def create_app(
         ],
     )
     app.state.citeqa = state
+    app.state.citeqa_keys = keys
     install_error_handlers(app)
 
     app.include_router(ops.open_router)
@@ -142,7 +152,11 @@ def create_app(
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_route("/mcp", mcp, include_in_schema=False)  # an ASGI endpoint: every method, checks the key itself
 
-    # Added innermost first: CORS sits inside the time limit, which sits inside the access log.
+    # Added innermost first: body limits inside CORS (a 413 carries its headers), CORS inside the time
+    # limit, which sits inside the access log.
+    app.add_middleware(
+        BodyLimitMiddleware, default_bytes=MAX_BODY_BYTES, upload_bytes=upload_body_limit(settings.server)
+    )
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

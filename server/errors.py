@@ -17,14 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from rag import errors as E
-from server.jobs import JobNotFound
 
 log = logging.getLogger("citeqa.server")
 
 STATUS_BY_TYPE: dict[type[BaseException], int] = {
     E.KnowledgeBaseNotFound: 404,
     E.DocumentNotFound: 404,
-    JobNotFound: 404,
+    E.JobNotFound: 404,
     E.KnowledgeBaseExists: 409,
     E.EmbedderMismatch: 409,
     E.Cancelled: 409,
@@ -32,6 +31,7 @@ STATUS_BY_TYPE: dict[type[BaseException], int] = {
     E.DocumentTooLarge: 413,
     E.InvalidRequest: 400,
     E.Unauthorized: 401,
+    E.Forbidden: 403,
     E.UnsupportedFormat: 415,
     E.ParseError: 422,
     E.ModelNotAvailable: 503,

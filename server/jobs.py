@@ -1,127 +1,75 @@
-"""Background ingestion jobs: one worker thread runs them in order, with progress and cancellation.
+"""Background ingestion jobs: one worker thread runs them in order, with progress and cancellation;
+every job is kept in the jobs database (server.jobstore), so a restart loses none.
 
-Jobs run off the event loop and use their own embedder instance (AppState.ingest_embedder), so
-queries keep being answered while a job embeds. One job at a time: ingestion is CPU-bound and two
-jobs on one knowledge base must not interleave.
+Jobs run off the event loop through an ingest callable (AppState.run_ingest: the KB's store and a
+second embedder instance), so queries keep being answered while a job embeds. One job at a time:
+ingestion is CPU-bound and two jobs on one knowledge base must not interleave.
+
+Restarts. On shutdown (SIGTERM) the manager takes no more work: the running job stops after the
+document in hand (documents already written stay), it and the queued jobs are marked `interrupted`
+(a job submitted during the shutdown too), and the worker exits. A manager that starts takes over the
+jobs a stopped server left `interrupted`, and those a dead one (SIGKILL, crash) left `queued` or
+`running` (marked `interrupted` first), and runs them again from the start under the same id: the
+pipeline skips content already stored (content hashes), so the rerun writes only what is missing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import Cancelled, CiteqaError
+from rag.errors import Cancelled, CiteqaError, JobNotFound
+from server.jobprogress import initial_progress, jsonable, progress_to_dict, share_done
+from server.jobstore import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    LIVE_OWNERS,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    JobStore,
+    new_owner,
+    owner_is_gone,
+)
 
 if TYPE_CHECKING:
-    from server.state import AppState
+    from ingest.pipeline import IngestSummary
+    from server.metrics import Metrics
 
 log = logging.getLogger("citeqa.jobs")
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-FINISHED = {SUCCEEDED, FAILED, CANCELLED}
+__all__ = ["CANCELLED", "FAILED", "INTERRUPTED", "QUEUED", "RUNNING", "SUCCEEDED", "Job", "JobManager"]
 
-
-class JobNotFound(CiteqaError):
-    """No job with that id (finished jobs are kept for a while, then forgotten)."""
-
-
-@dataclass
-class Job:
-    """One ingestion job and what is known about it so far."""
-
-    id: str
-    kb: str
-    paths: list[str]
-    kind: str = "ingest"  # "ingest" | "reingest"
-    state: str = QUEUED
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-    progress: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] | None = None
-    error: str | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-    before: Callable[[], None] | None = field(default=None, repr=False)  # e.g. drop the old version first
-    password: str | None = field(default=None, repr=False)  # for encrypted PDFs; never reported
-    seq: int = 0
-    files_failed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kb": self.kb,
-            "kind": self.kind,
-            "state": self.state,
-            "files": [Path(p).name for p in self.paths],
-            "files_failed": self.files_failed,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "progress": self.progress,
-            "summary": self.summary,
-            "error": self.error,
-            "cancel_requested": self.cancel_event.is_set(),
-        }
-
-
-def progress_to_dict(progress: Any) -> dict[str, Any]:
-    """Whatever the pipeline reports (a dataclass or an object) as plain JSON values."""
-    if dataclasses.is_dataclass(progress) and not isinstance(progress, type):
-        raw = dataclasses.asdict(progress)
-    elif isinstance(progress, dict):
-        raw = dict(progress)
-    else:
-        raw = {k: v for k, v in vars(progress).items() if not k.startswith("_")}
-    return {k: _jsonable(v) for k, v in raw.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _ratio(progress: dict[str, Any]) -> float | None:
-    """The share of a job done (0..1), moving inside a file too, not only when a file finishes.
-
-    Files that need no parsing (unchanged, duplicates) are done at scan time; for the files being
-    parsed and embedded, the share of their chunks done is `chunks / (chunks + left)`, where the
-    pipeline's chunks still expected are `eta_s * chunks_per_s` (its ETA is chunks left over rate).
-    """
-    done, total = _number(progress.get("files_done")), _number(progress.get("files_total"))
-    if done is None or total is None or total <= 0:
-        return None
-    ratio = done / total
-    chunks, rate, eta = (_number(progress.get(k)) for k in ("chunks", "chunks_per_s", "eta_s"))
-    to_parse = _number(progress.get("to_parse"))
-    if chunks is not None and rate and eta is not None and to_parse:
-        left = max(0.0, eta * rate)
-        share = chunks / (chunks + left) if chunks + left > 0 else 0.0
-        ratio = max(ratio, (total - to_parse + to_parse * share) / total)
-    return min(1.0, ratio)
-
-
+PERSIST_EVERY_S = 1.0  # progress is written at most this often (state changes at once)
+TICK_S = 30.0  # heartbeat of held jobs, expiry, takeover of jobs whose server died
+STALE_S = 120.0  # another host's job not written for this long: its server is taken for dead
 INGEST_NICENESS = 10
+
+
+class IngestFn(Protocol):
+    """What runs one job: ingest `paths` into `kb` (dropping document `replace` first, for a reingest)."""
+
+    def __call__(
+        self,
+        kb: str,
+        paths: list[Path],
+        *,
+        replace: str | None,
+        password: str | None,
+        on_progress: Callable[[Any], None],
+        cancel: threading.Event,
+    ) -> IngestSummary: ...
 
 
 def _lower_thread_priority() -> None:
@@ -133,17 +81,42 @@ def _lower_thread_priority() -> None:
 
 
 class JobManager:
-    """Queue of ingestion jobs for one app; finished jobs are kept (the newest `keep`)."""
+    """The ingestion jobs of one app: a queue run by one worker thread, kept in a JobStore.
 
-    def __init__(self, state: AppState, keep: int = 500) -> None:
-        self.state = state
-        self.keep = keep
-        self._jobs: dict[str, Job] = {}
+    `ingest` runs one job; `redact` takes server folders out of texts clients see; finished jobs are
+    forgotten `keep_days` after they ended (checked at start and every `tick_s`).
+    """
+
+    def __init__(
+        self,
+        ingest: IngestFn,
+        store: JobStore,
+        *,
+        metrics: Metrics,
+        redact: Callable[[str], str] = lambda text: text,
+        keep_days: float = 7.0,
+        tick_s: float = TICK_S,
+        stale_s: float = STALE_S,
+    ) -> None:
+        self._ingest = ingest
+        self._store = store
+        self.metrics = metrics
+        self._redact = redact
+        self.keep_days = keep_days
+        self.tick_s = tick_s
+        self.stale_s = stale_s
+        self.owner = new_owner()
+        self._live: dict[str, Job] = {}  # jobs this process holds and has not finished
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._seq = itertools.count()
+        self._closing = False
+        self._stop = threading.Event()
+        self.expire()
+        self.recover()
         self._worker = threading.Thread(target=self._run, name="citeqa-ingest", daemon=True)
         self._worker.start()
+        self._ticker = threading.Thread(target=self._tick, name="citeqa-jobs-tick", daemon=True)
+        self._ticker.start()
 
     # --- API -------------------------------------------------------------------------------------
     def submit(
@@ -152,52 +125,84 @@ class JobManager:
         paths: list[Path],
         *,
         kind: str = "ingest",
-        before: Callable[[], None] | None = None,
+        doc_id: str | None = None,
         password: str | None = None,
     ) -> Job:
-        """Queue an ingestion of `paths` into `kb` (`password` opens encrypted PDFs of this job only)."""
-        job = Job(
-            id=uuid.uuid4().hex[:12], kb=kb, paths=[str(p) for p in paths], kind=kind, before=before, password=password
-        )
-        job.progress = {"files_total": len(paths), "files_done": 0, "ratio": 0.0}
+        """Queue an ingestion of `paths` into `kb` (`password` opens encrypted PDFs of this job only).
+
+        During a shutdown the job is recorded `interrupted`, so the next start runs it: files already
+        uploaded are never left behind un-ingested.
+        """
+        job = Job(id=uuid.uuid4().hex[:12], kb=kb, paths=[str(p) for p in paths], kind=kind, doc_id=doc_id)
+        job.password = password
+        job.progress = initial_progress(len(paths))
         with self._lock:
-            job.seq = next(self._seq)
-            self._jobs[job.id] = job
-            self._trim()
-        self._queue.put(job)
+            closing = self._closing
+            if closing:
+                job.state = INTERRUPTED
+            else:
+                self._live[job.id] = job
+            job.seq = self._save(job)
+        if not closing:
+            self._queue.put(job)
         self._update_gauges()
         log.info(
-            "job %s queued",
+            "job %s %s",
             job.id,
+            job.state,
             extra={"fields": {"event": "job_queued", "job": job.id, "kb": kb, "files": len(paths)}},
         )
         return job
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(f"no ingestion job {job_id!r} (finished jobs are kept for the last {self.keep})")
-        return job
+            job = self._live.get(job_id)
+        if job is not None:
+            return job
+        row = self._store.get(job_id)
+        if row is None:
+            raise JobNotFound(
+                f"no ingestion job {job_id!r} (finished jobs are kept for {self.keep_days:g} days: server.jobs_keep_days)"
+            )
+        return Job.from_row(row)
 
-    def list(self, kb: str | None = None) -> list[Job]:
+    def list(
+        self,
+        kb: str | None = None,
+        *,
+        kbs: Collection[str] | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """One page of jobs, newest first, and how many match in all (`kbs`: only these knowledge bases)."""
+        rows, total = self._store.page(kb=kb, kbs=kbs, state=state, limit=limit, offset=offset)
         with self._lock:
-            jobs = list(self._jobs.values())
-        return sorted((j for j in jobs if kb is None or j.kb == kb), key=lambda j: j.seq, reverse=True)
+            live = dict(self._live)
+        return [live.get(row["id"]) or Job.from_row(row) for row in rows], total
 
     def cancel(self, job_id: str) -> Job:
-        """Ask a job to stop: a queued job never starts; a running one stops between files."""
+        """Ask a job to stop: a queued (or interrupted) job never starts; a running one stops between files."""
         job = self.get(job_id)
-        if job.state not in FINISHED:
-            job.cancel_event.set()
-            if job.state == QUEUED:
-                self._finish(job, CANCELLED)
+        if job.state in FINISHED:
+            return job
+        job.cancel_requested = True
+        job.cancel_event.set()
+        with self._lock:
+            held = job.id in self._live
+        if job.state == INTERRUPTED or (held and job.state == QUEUED):
+            self._finish(job, CANCELLED)
+        elif held:  # running here: it stops between documents; recorded in case this server dies first
+            self._save(job)
+        else:  # another server sharing this home runs it: recorded, honoured if it is ever resumed
+            self._store.request_cancel(job.id)
         return job
 
     def cancel_kb(self, kb: str) -> None:
-        for job in self.list(kb):
-            if job.state not in FINISHED:
-                self.cancel(job.id)
+        with self._lock:
+            jobs = [j for j in self._live.values() if j.kb == kb]
+        for job in jobs:
+            self.cancel(job.id)
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """Block until the job finishes or `timeout` passes (used by tests and the bench)."""
@@ -205,14 +210,68 @@ class JobManager:
         job = self.get(job_id)
         while job.state not in FINISHED and time.monotonic() < deadline:
             time.sleep(0.05)
+            job = self.get(job_id)
         return job
 
+    def expire(self) -> int:
+        """Forget the finished jobs older than `keep_days`; returns how many."""
+        n = self._store.expire(time.time() - self.keep_days * 86400)
+        if n:
+            log.info("%d finished ingestion jobs expired", n, extra={"fields": {"event": "jobs_expired", "n": n}})
+        return n
+
+    def recover(self) -> list[Job]:
+        """Take over the jobs that a stopped or dead server left unfinished, and queue them again."""
+        resumed = []
+        for row in self._store.unfinished():
+            if row["id"] in self._live:
+                continue
+            was, owner = row["state"], row["owner"]
+            if was != INTERRUPTED and not owner_is_gone(owner, row["updated_at"], stale_s=self.stale_s):
+                continue  # a live server is running it
+            if not self._store.claim(row["id"], state=was, owner=owner, to=self.owner):
+                continue  # another server took it first
+            job = Job.from_row(row)
+            if was != INTERRUPTED:
+                log.warning("job %s was %s when its server died: interrupted", job.id, was)
+                job.state = INTERRUPTED
+                self._save(job)
+            if job.cancel_requested:  # its owner had asked it to stop: it stays stopped
+                self._finish(job, CANCELLED)
+                continue
+            job.state, job.resumed, job.started_at, job.summary, job.error = QUEUED, job.resumed + 1, None, None, None
+            job.files_failed, job.progress = 0, initial_progress(len(job.paths))
+            with self._lock:
+                self._live[job.id] = job
+                self._save(job)
+            self._queue.put(job)
+            resumed.append(job)
+            log.info(
+                "job %s resumed",
+                job.id,
+                extra={"fields": {"event": "job_resumed", "job": job.id, "kb": job.kb, "resumed": job.resumed}},
+            )
+        self._update_gauges()
+        return resumed
+
     def shutdown(self, timeout: float = 10.0) -> None:
-        for job in self.list():
-            if job.state not in FINISHED:
-                job.cancel_event.set()
+        """Stop taking work, let the running job stop after the document in hand, mark the rest interrupted."""
+        with self._lock:
+            self._closing = True
+            live = list(self._live.values())
+        self._stop.set()
+        for job in live:
+            job.cancel_event.set()  # not cancel_requested: the job is interrupted, to be resumed
         self._queue.put(None)
         self._worker.join(timeout)
+        with self._lock:
+            left = [j for j in self._live.values() if j.state in (QUEUED, RUNNING)]
+        for job in left:  # queued ones, and a running one whose file did not finish in time
+            self._finish(job, INTERRUPTED)
+        self._ticker.join(1.0)
+        LIVE_OWNERS.discard(self.owner)
+        if not self._worker.is_alive():
+            self._store.close()
 
     # --- worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -221,26 +280,37 @@ class JobManager:
             job = self._queue.get()
             if job is None:
                 return
-            if job.state != QUEUED:  # cancelled while waiting
+            if job.state != QUEUED or self._closing:  # cancelled while waiting, or shutting down
                 continue
             self._execute(job)
 
-    def _execute(self, job: Job) -> None:
-        from ingest.pipeline import ingest_paths
+    def _tick(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                with self._lock:
+                    held = list(self._live)
+                self._store.touch(held, self.owner)
+                self.expire()
+                self.recover()
+            except sqlite3.Error:  # a busy database: try again at the next tick
+                log.warning("jobs upkeep failed", exc_info=True)
 
+    def _execute(self, job: Job) -> None:
         job.state = RUNNING
         job.started_at = time.time()
+        self._save(job)
         self._update_gauges()
-        metrics = self.state.metrics
+        metrics = self.metrics
         metrics.ingest_files_total.set(len(job.paths))
         metrics.ingest_files_done.set(0)
         metrics.ingest_progress.set(0)
+        saved_at = [time.monotonic()]
 
         def on_progress(progress: Any) -> None:
             data = progress_to_dict(progress)
             if isinstance(data.get("current"), str):
                 data["current"] = self._public(job, data["current"])
-            ratio = _ratio(data)
+            ratio = share_done(data)
             if ratio is not None:
                 # Never backwards (the chunk estimate may grow), and 1.0 only once the job has finished.
                 previous = job.progress.get("ratio")
@@ -251,28 +321,27 @@ class JobManager:
             done = data.get("files_done")
             if isinstance(done, (int, float)):
                 metrics.ingest_files_done.set(done)
+            if time.monotonic() - saved_at[0] >= PERSIST_EVERY_S:
+                saved_at[0] = time.monotonic()
+                try:
+                    self._save(job)
+                except sqlite3.Error:  # a busy jobs database must not fail the ingestion: saved at the end
+                    log.warning("job %s: progress not saved", job.id, exc_info=True)
 
         try:
-            store = self.state.store(job.kb)
-            embedder = self.state.ingest_embedder()
-            if job.before is not None:
-                job.before()
-            summary = ingest_paths(
+            summary = self._ingest(
+                job.kb,
                 [Path(p) for p in job.paths],
-                store,
-                embedder,
-                self.state.settings,
-                # One parser process unless configured: the server's cores also answer queries.
-                workers=self.state.settings.ingest.workers or 1,
+                replace=job.doc_id,
+                password=job.password,
                 on_progress=on_progress,
                 cancel=job.cancel_event,
-                password=job.password,
             )
-            job.summary = self._public_summary(job, _jsonable(summary.to_json()))
+            job.summary = self._public_summary(job, jsonable(summary.to_json()))
             job.files_failed = len(summary.failed)
             metrics.ingest_chunks.inc(int(job.summary.get("chunks", 0) or 0))
             if job.cancel_event.is_set():
-                self._finish(job, CANCELLED)
+                self._finish(job, CANCELLED if job.cancel_requested else INTERRUPTED)
             elif summary.failed and not (summary.added or summary.updated or summary.skipped or summary.deduplicated):
                 # Nothing ingested: the job failed (a job with some failures succeeds and counts them).
                 n, first = len(summary.failed), job.summary["failed"][0]["error"]
@@ -281,8 +350,9 @@ class JobManager:
             else:
                 self._finish(job, SUCCEEDED)
         except Cancelled as exc:
-            job.error = self._public(job, str(exc)) or "cancelled"
-            self._finish(job, CANCELLED)
+            if job.cancel_requested:
+                job.error = self._public(job, str(exc)) or "cancelled"
+            self._finish(job, CANCELLED if job.cancel_requested else INTERRUPTED)
         except CiteqaError as exc:
             job.error = self._public(job, f"{type(exc).__name__}: {exc}")
             self._finish(job, FAILED)
@@ -299,7 +369,7 @@ class JobManager:
             name = Path(path).name
             for form in sorted({path, str(Path(path).resolve())}, key=len, reverse=True):
                 text = text.replace(form, name)
-        return self.state.redact(text)
+        return self._redact(text)
 
     def _public_summary(self, job: Job, summary: dict[str, Any]) -> dict[str, Any]:
         """The pipeline's summary with each failure's `path` and `error` naming the file, failures in the
@@ -312,14 +382,22 @@ class JobManager:
         ]
         return summary
 
+    def _save(self, job: Job) -> int:
+        return self._store.save(job.row(self.owner))
+
     def _finish(self, job: Job, state: str) -> None:
+        """End the job here: finished (succeeded, failed, cancelled) or interrupted (to be resumed)."""
         job.state = state
-        job.finished_at = time.time()
+        if state in FINISHED:
+            job.finished_at = time.time()
         if state == SUCCEEDED or (state == FAILED and job.summary is not None):  # every file was processed
             job.progress = {**job.progress, "ratio": 1.0}
-        self.state.metrics.jobs.labels(state).inc()
+        self._save(job)
+        with self._lock:
+            self._live.pop(job.id, None)
+        self.metrics.jobs.labels(state).inc()
         if state == SUCCEEDED:
-            self.state.metrics.ingest_progress.set(1.0)
+            self.metrics.ingest_progress.set(1.0)
         self._update_gauges()
         log.info(
             "job %s %s",
@@ -338,11 +416,7 @@ class JobManager:
         )
 
     def _update_gauges(self) -> None:
-        jobs = self.list()
-        self.state.metrics.jobs_running.set(sum(1 for j in jobs if j.state == RUNNING))
-        self.state.metrics.jobs_queued.set(sum(1 for j in jobs if j.state == QUEUED))
-
-    def _trim(self) -> None:
-        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: j.seq)
-        for job in finished[: max(0, len(self._jobs) - self.keep)]:
-            self._jobs.pop(job.id, None)
+        with self._lock:
+            jobs = list(self._live.values())
+        self.metrics.jobs_running.set(sum(1 for j in jobs if j.state == RUNNING))
+        self.metrics.jobs_queued.set(sum(1 for j in jobs if j.state == QUEUED))

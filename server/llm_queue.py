@@ -3,6 +3,10 @@
 `threading.Lock` does not promise FIFO order, so a busy server could starve an early request.
 `FairLock` hands the model out by ticket; `QueuedGenerator` wraps any Generator with it and records
 tokens/s for /metrics. Streams hold the model until they finish or are closed.
+
+A request that ends (time limit, client gone) must not run the model afterwards: the thread working
+for it runs inside `cancel_on(event)`, and once the event is set its model calls leave the queue
+(or stop before the next piece) with `Cancelled` instead of generating for nobody.
 """
 
 from __future__ import annotations
@@ -11,9 +15,30 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Self
 
+from rag.errors import Cancelled
 from rag.protocols import Generator, Message
+
+CANCEL_POLL_S = 0.05  # how often a waiting request looks at its cancel event
+_cancel_event: ContextVar[threading.Event | None] = ContextVar("citeqa_llm_cancel", default=None)
+
+
+@contextmanager
+def cancel_on(event: threading.Event) -> Iterator[None]:
+    """Model calls made in this context (this thread) give up once `event` is set."""
+    token = _cancel_event.set(event)
+    try:
+        yield
+    finally:
+        _cancel_event.reset(token)
+
+
+def _check_cancelled(event: threading.Event | None) -> None:
+    if event is not None and event.is_set():
+        raise Cancelled("the request ended (time limit or client gone) before the model was done for it")
 
 
 class FairLock:
@@ -31,16 +56,22 @@ class FairLock:
         """Requests queued behind the current holder."""
         return self._waiting
 
-    def acquire(self, timeout: float | None = None) -> bool:
+    def acquire(self, timeout: float | None = None, cancel: threading.Event | None = None) -> bool:
+        """Wait for our turn; False after `timeout` seconds or once `cancel` is set (the turn is given away)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             ticket = next(self._tickets)
             self._waiting += 1
             try:
-                ok = self._cond.wait_for(lambda: self._serving == ticket, timeout=timeout)
-                if not ok:
-                    # Give our turn away so later tickets are not stuck behind an abandoned one.
-                    self._abandoned.add(ticket)
-                    return False
+                while self._serving != ticket:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if (left is not None and left <= 0) or (cancel is not None and cancel.is_set()):
+                        # Give our turn away so later tickets are not stuck behind an abandoned one.
+                        self._abandoned.add(ticket)
+                        return False
+                    if cancel is not None:  # nobody notifies on a cancel: look again every poll
+                        left = CANCEL_POLL_S if left is None else min(left, CANCEL_POLL_S)
+                    self._cond.wait(timeout=left)
                 return True
             finally:
                 self._waiting -= 1
@@ -87,26 +118,33 @@ class QueuedGenerator:
     def __getattr__(self, name: str) -> Any:  # other backend attributes (path, ...) pass through
         return getattr(self.inner, name)
 
-    def _acquire(self) -> None:
+    def _acquire(self, cancel: threading.Event | None) -> None:
+        _check_cancelled(cancel)
         if self._on_queue:
             self._on_queue(self.queue.waiting + 1)
-        self.queue.acquire()
-        if self._on_queue:
-            self._on_queue(self.queue.waiting)
+        try:
+            if not self.queue.acquire(cancel=cancel):
+                _check_cancelled(cancel)
+            elif cancel is not None and cancel.is_set():  # our turn came with the cancel: pass it on
+                self.queue.release()
+                _check_cancelled(cancel)
+        finally:
+            if self._on_queue:
+                self._on_queue(self.queue.waiting)
 
     def generate(
         self,
         messages: list[Message],
         *,
         stream: bool = False,
-        max_tokens: int = 384,
-        temperature: float = 0.1,
+        max_tokens: int | None = None,  # None: the wrapped model's own defaults (settings llm.*)
+        temperature: float | None = None,
         stop: list[str] | None = None,
     ) -> str | Iterator[str]:
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "stop": stop}
         if stream:
             return self._stream(messages, kwargs)
-        self._acquire()
+        self._acquire(_cancel_event.get())
         try:
             start = time.perf_counter()
             text = self.inner.generate(messages, stream=False, **kwargs)
@@ -117,15 +155,22 @@ class QueuedGenerator:
             self.queue.release()
 
     def _stream(self, messages: list[Message], kwargs: dict[str, Any]) -> Iterator[str]:
-        self._acquire()
+        cancel = _cancel_event.get()  # read on the first next(), in the thread that iterates
+        self._acquire(cancel)
         pieces = 0
         start = time.perf_counter()
         try:
             stream = self.inner.generate(messages, stream=True, **kwargs)
             assert not isinstance(stream, str)
-            for piece in stream:
-                pieces += 1
-                yield piece
+            try:
+                for piece in stream:
+                    _check_cancelled(cancel)  # before handing on a piece nobody waits for
+                    pieces += 1
+                    yield piece
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()  # stops llama.cpp's token loop now, not at the next garbage collection
         finally:
             self.queue.release()
             self._report(pieces, time.perf_counter() - start)

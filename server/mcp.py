@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from typing import Annotated, Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import INVALID_REQUEST, ToolAnnotations
@@ -32,7 +32,7 @@ from rag.protocols import SearchFilter
 from rag.records import display_name
 from rag.settings import Settings
 from server.answering import answer, answer_payload
-from server.auth import require_api_key
+from server.auth import FULL_ACCESS, Principal, require_api_key
 from server.deps import existing_kb
 from server.errors import error_body, status_for
 from server.routes import documents as documents_routes
@@ -76,6 +76,18 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(f"InvalidRequest: {where}: {first.get('msg', 'invalid value')}") from exc
 
 
+def principal_of(ctx: Context) -> Principal:
+    """The key behind this tool call: the one `/mcp` checked (McpEndpoint), or full access over stdio
+    (the local user who started `citeqa mcp`)."""
+    request = ctx.request_context.request
+    if request is None:
+        return FULL_ACCESS
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):  # never: McpEndpoint authenticates every request first
+        raise ToolError("Unauthorized: no API key was checked for this request")
+    return principal
+
+
 @contextmanager
 def _root_logging_kept() -> Iterator[None]:
     """Undo MCPServer()'s logging.basicConfig (a Rich handler at INFO on the root logger, for every library):
@@ -97,19 +109,21 @@ def build_mcp_server(state: AppState, *, lifespan: Lifespan | None = None) -> MC
         mcp: MCPServer[Any] = MCPServer("citeqa", instructions=INSTRUCTIONS, version=_version(), lifespan=lifespan)
 
     @mcp.tool(annotations=READ_ONLY)
-    def list_knowledge_bases() -> dict[str, Any]:
+    def list_knowledge_bases(ctx: Context) -> dict[str, Any]:
         """The knowledge bases with their document and chunk counts, and which one is the default."""
         with tool_errors():
-            return kbs_routes.list_all(state)
+            return kbs_routes.list_all(state, principal_of(ctx))
 
     @mcp.tool(annotations=READ_ONLY)
-    def list_documents(kb: KbArg = None) -> dict[str, Any]:
+    def list_documents(ctx: Context, kb: KbArg = None) -> dict[str, Any]:
         """The documents of a knowledge base: id, name, title, pages, chunks (newest first)."""
         with tool_errors():
-            return documents_routes.list_documents(existing_kb(state, kb), state)
+            principal = principal_of(ctx)
+            return documents_routes.list_documents(existing_kb(state, kb, principal), state, principal)
 
     @mcp.tool(annotations=READ_ONLY)
     def search(
+        ctx: Context,
         query: Annotated[str, Field(min_length=1, max_length=4000, description="What to look for.")],
         kb: KbArg = None,
         k: Annotated[int | None, Field(ge=1, le=100, description="How many hits (default: retrieval.top_k).")] = None,
@@ -120,17 +134,18 @@ def build_mcp_server(state: AppState, *, lifespan: Lifespan | None = None) -> MC
             if not query.strip():
                 raise InvalidRequest("the query is empty")
             body = SearchRequest(query=query, kb=kb, k=k, doc_ids=doc_ids or [])
-            return search_routes.search(body, state)
+            return search_routes.search(body, state, principal_of(ctx))
 
     @mcp.tool(annotations=READ_ONLY)
     async def ask(
+        ctx: Context,
         question: Annotated[str, Field(min_length=1, max_length=4000, description="The question.")],
         kb: KbArg = None,
         doc_ids: DocIdsArg = None,
     ) -> dict[str, Any]:
         """A cited answer: `answer`, `refused`, and `citations` [{n, doc, doc_id, page, quote, verified}]."""
         with tool_errors():
-            name = await anyio.to_thread.run_sync(existing_kb, state, kb)
+            name = await anyio.to_thread.run_sync(existing_kb, state, kb, principal_of(ctx))
             pipeline = await anyio.to_thread.run_sync(state.pipeline, name)
             flt = SearchFilter(doc_ids=list(doc_ids)) if doc_ids else None
             limit = state.settings.server.request_timeout_s
@@ -144,13 +159,14 @@ def build_mcp_server(state: AppState, *, lifespan: Lifespan | None = None) -> MC
 
     @mcp.tool(annotations=READ_ONLY)
     def get_page(
+        ctx: Context,
         doc_id: Annotated[str, Field(min_length=1, max_length=200, description="A document id (list_documents).")],
         page: Annotated[int, Field(ge=1, le=MAX_PAGE, description="1-based page number, as in citations.")],
         kb: KbArg = None,
     ) -> dict[str, Any]:
         """The full text of one page as it was parsed (what citations quote from)."""
         with tool_errors():
-            name = existing_kb(state, kb)
+            name = existing_kb(state, kb, principal_of(ctx))
             store = state.store(name)
             info = store.get_document(doc_id)
             if page > info.pages:

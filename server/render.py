@@ -8,17 +8,16 @@ de-hyphenation) while the PDF's text layer keeps them apart.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pymupdf
 
 from rag.errors import DocumentNotFound, InvalidRequest
 from rag.lang import is_cjk_char
+from rag.text.sentences import split_sentences
 
 MAX_PIXELS_WIDE = 2000
 HIGHLIGHT_RGB = (1.0, 0.85, 0.0)
-_SENTENCE_END = re.compile(r"(?<=[。！？；!?;.])\s*")
 
 
 def render_page_png(
@@ -103,16 +102,28 @@ def find_quote(page: pymupdf.Page, quote: str) -> list[pymupdf.Quad]:
         for quad in page.search_for(piece, quads=True):
             if not any(_same_place(quad, q) for q in quads):
                 quads.append(quad)
-    return quads
+    return _join_on_lines(quads)
+
+
+def _join_on_lines(quads: list[pymupdf.Quad]) -> list[pymupdf.Quad]:
+    """Fragments found side by side on one line become one quad: no unmarked gaps inside a quoted line."""
+    joined: list[pymupdf.Rect] = []
+    for rect in sorted((q.rect for q in quads), key=lambda r: (round(r.y0), r.x0)):
+        last = joined[-1] if joined else None
+        height = rect.height or 1.0
+        same_line = last is not None and min(last.y1, rect.y1) - max(last.y0, rect.y0) > 0.5 * height
+        if last is not None and same_line and rect.x0 - last.x1 < 1.5 * height:
+            joined[-1] = last | rect
+        else:
+            joined.append(pymupdf.Rect(rect))
+    return [r.quad for r in joined]
 
 
 def _fragments(quote: str) -> list[str]:
     """Sentences, then fixed-size pieces (characters for CJK, words otherwise) of a quote."""
     pieces: list[str] = []
-    for sentence in _SENTENCE_END.split(quote):
-        sentence = sentence.strip()
-        if not sentence:
-            continue
+    for s, e in split_sentences(quote):  # the sentences citations quote (rag.text)
+        sentence = quote[s:e]
         cjk = sum(1 for ch in sentence if is_cjk_char(ch)) > len(sentence) / 3
         if cjk:
             compact = sentence.replace(" ", "")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -14,13 +15,23 @@ class Open(BaseModel):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown keys and type coercions (`"stream": 0`, `"k": "5"`) are 422s, as the schema says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # Bounds the server enforces, declared in the schema (a bigger page number or id list is a client
 # error, not an integer overflow or "too many SQL variables" deep in a store).
 MAX_DOC_IDS = 1000
 MAX_PAGE = 1_000_000
+MAX_BODY_BYTES = 4 << 20  # a JSON request body (questions, histories, id lists); uploads have their own limit
+
+# rag.kb.validate_kb_name as a JSON-schema pattern (no lookahead, so every regex engine reads it):
+# a letter or digit first, then letters, digits, '_', '-' and '.' but never two dots in a row.
+KB_NAME_PATTERN = r"^[^\W_](?:\.?[\w-])*\.?$"
+KB_NAME_DESCRIPTION = "Letters (any script), digits, '_', '-' or '.' (never '..'), starting with a letter or digit."
+KB_NAME = {"min_length": 1, "max_length": 64, "pattern": KB_NAME_PATTERN}
+KBName = Annotated[str, Path(description="Knowledge base name.", **KB_NAME)]
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -44,18 +55,40 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "File type not accepted",
         422: "Malformed request body",
         503: "Models not loaded",
+        504: "The request ran past server.request_timeout_s",
     }.items()
 }
 
 
+def links(**targets: tuple[str, str, dict[str, str]]) -> dict[str, Any]:
+    """OpenAPI links (what a response's values open next), for clients and stateful fuzzing.
+
+    `name=(method, path, {parameter: runtime expression})`."""
+    return {
+        name: {
+            "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method.lower(),
+            "parameters": params,
+        }
+        for name, (method, path, params) in targets.items()
+    }
+
+
+def sse_event_schema(events: list[str] | None = None) -> dict[str, Any]:
+    """The JSON schema of one Server-Sent Event (`event:` name, `data:` text) for a `text/event-stream` response."""
+    event: dict[str, Any] = {"type": "string", "enum": events} if events else {"type": "string"}
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": event,
+            "data": {"type": "string", "description": "A JSON object (OpenAI streams end with `[DONE]`)."},
+        },
+    }
+
+
 # --- knowledge bases -------------------------------------------------------------------------------
 class KBCreate(Strict):
-    name: str = Field(
-        min_length=1,
-        max_length=64,
-        description="Letters, digits, '_', '-' or '.', starting with a letter or digit.",
-        examples=["finance"],
-    )
+    name: str = Field(description=KB_NAME_DESCRIPTION, examples=["finance"], **KB_NAME)
 
 
 class KBStats(Open):
@@ -93,12 +126,21 @@ class DocumentList(BaseModel):
     documents: list[DocumentOut]
 
 
+JobState = Literal["queued", "running", "interrupted", "succeeded", "failed", "cancelled"]
+MAX_JOBS_PAGE = 500
+MAX_OFFSET = 1_000_000_000  # an offset past SQLite's 64-bit integers would be a 500, not a client error
+
+
 class JobOut(Open):
     id: str = Field(examples=["a1b2c3d4e5f6"])
     kb: str = Field(examples=["finance"])
     kind: str = Field(examples=["ingest"])
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] = Field(examples=["running"])
+    state: JobState = Field(
+        description="`interrupted`: the server stopped mid-job; the next start runs it again (same id).",
+        examples=["running"],
+    )
     files: list[str] = Field(examples=[["report.pdf"]])
+    resumed: int = Field(0, description="Times the job was started again after its server stopped.", examples=[0])
     files_failed: int = Field(
         0,
         description="Files that could not be ingested (see summary.failed). A job where every file failed is "
@@ -123,7 +165,11 @@ class JobOut(Open):
 
 
 class JobList(BaseModel):
-    jobs: list[JobOut]
+    jobs: list[JobOut] = Field(description="One page, newest first.")
+    total: int = Field(description="Jobs that match the filters, in all pages.", examples=[120])
+    limit: int = Field(examples=[50])
+    offset: int = Field(examples=[0])
+    next_offset: int | None = Field(description="The `offset` of the next page; null on the last page.", examples=[50])
 
 
 class SavedFileOut(BaseModel):
@@ -139,6 +185,10 @@ class UploadResponse(BaseModel):
 
 # --- search and ask --------------------------------------------------------------------------------
 class ChatMessage(Open):
+    """A turn of a conversation (in requests: strict types, OpenAI's extra keys such as `name` pass)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
     role: Literal["system", "user", "assistant", "tool", "developer"] = Field(examples=["user"])
     content: str | list[dict[str, Any]] | None = Field(
         None,
@@ -156,7 +206,9 @@ class ChatMessage(Open):
 
 class SearchRequest(Strict):
     query: str = Field(min_length=1, max_length=4000, examples=["营业收入是多少？"])
-    kb: str | None = Field(None, description="Knowledge base (default: paths.default_kb).", examples=["finance"])
+    kb: str | None = Field(
+        None, description="Knowledge base (default: paths.default_kb).", examples=["finance"], **KB_NAME
+    )
     k: int | None = Field(None, ge=1, le=100, description="How many hits (default: retrieval.top_k).", examples=[5])
     doc_ids: list[str] = Field(default_factory=list, max_length=MAX_DOC_IDS, description="Only search these documents.")
 
@@ -185,7 +237,9 @@ class SearchResponse(BaseModel):
 
 class AskRequest(Strict):
     question: str = Field(min_length=1, max_length=4000, examples=["What was revenue in 2023?"])
-    kb: str | None = Field(None, description="Knowledge base (default: paths.default_kb).", examples=["finance"])
+    kb: str | None = Field(
+        None, description="Knowledge base (default: paths.default_kb).", examples=["finance"], **KB_NAME
+    )
     history: list[ChatMessage] = Field(
         default_factory=list, description="Earlier turns; a follow-up question is rewritten with them."
     )
@@ -253,6 +307,7 @@ class ChatCompletionRequest(Open):
 
     model_config = ConfigDict(
         extra="allow",
+        strict=True,  # `"stream": 0` or `"temperature": false` are 422s, as with OpenAI's own server
         json_schema_extra={
             "examples": [
                 {"model": "citeqa:finance", "messages": [{"role": "user", "content": "What was revenue in 2023?"}]}

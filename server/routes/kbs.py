@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, status
 
 from rag.errors import ConfigError, KnowledgeBaseError, KnowledgeBaseExists, KnowledgeBaseNotFound
 from server.auth import require_api_key
-from server.deps import StateDep, existing_kb, kb_name
-from server.schemas import ERRORS, KBCreate, KBList, KBStats
+from server.deps import PrincipalDep, StateDep, existing_kb, kb_name
+from server.schemas import ERRORS, KBCreate, KBList, KBName, KBStats, links
 from server.state import AppState
 
 router = APIRouter(
@@ -32,11 +32,27 @@ def kb_stats(state: AppState, kb: str) -> dict[str, Any]:
     return {"name": kb, **stats}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=KBStats, summary="Create a knowledge base")
-def create_kb(body: KBCreate, state: StateDep) -> dict[str, Any]:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KBStats,
+    summary="Create a knowledge base",
+    responses={
+        201: {
+            "description": "The new knowledge base",
+            "links": links(
+                stats=("GET", "/v1/kbs/{kb}", {"kb": "$response.body#/name"}),
+                documents=("GET", "/v1/kbs/{kb}/documents", {"kb": "$response.body#/name"}),
+                delete=("DELETE", "/v1/kbs/{kb}", {"kb": "$response.body#/name"}),
+            ),
+        }
+    },
+)
+def create_kb(body: KBCreate, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
     from rag.kb import kb_exists
 
     kb = kb_name(state, body.name)
+    principal.check_kb(kb, write=True)
     if kb_exists(state.settings, kb):
         raise KnowledgeBaseExists(f"knowledge base {kb!r} already exists")
     state.store(kb, create=True)
@@ -44,11 +60,11 @@ def create_kb(body: KBCreate, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("", response_model=KBList, summary="List knowledge bases with their sizes")
-def list_all(state: StateDep) -> dict[str, Any]:
+def list_all(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
     from rag.kb import list_kbs
 
     kbs: list[dict[str, Any]] = []
-    for kb in list_kbs(state.settings):
+    for kb in principal.visible(list_kbs(state.settings)):  # only the key's own
         try:
             kbs.append(kb_stats(state, kb))
         except KnowledgeBaseNotFound:  # removed since it was listed
@@ -62,11 +78,11 @@ def list_all(state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/{kb}", response_model=KBStats, summary="A knowledge base's stats (documents, chunks, embedder...)")
-def stats(kb: str, state: StateDep) -> dict[str, Any]:
-    return kb_stats(state, existing_kb(state, kb))
+def stats(kb: KBName, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    return kb_stats(state, existing_kb(state, kb, principal))
 
 
 @router.delete("/{kb}", summary="Delete a knowledge base, its indexes and its uploaded files")
-def delete_kb(kb: str, state: StateDep) -> dict[str, str]:
-    state.remove_kb(existing_kb(state, kb))
+def delete_kb(kb: KBName, state: StateDep, principal: PrincipalDep) -> dict[str, str]:
+    state.remove_kb(existing_kb(state, kb, principal, write=True))
     return {"deleted": kb}

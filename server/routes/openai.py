@@ -23,27 +23,32 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from rag.errors import InvalidRequest
+from rag.kb import validate_kb_name
 from rag.records import Answer
 from server.answering import answer, answer_payload, history_from, stream_answer
-from server.auth import require_api_key
-from server.deps import StateDep, existing_kb, get_state
+from server.auth import Principal, require_api_key
+from server.deps import PrincipalDep, StateDep, existing_kb, get_state
 from server.routes.ask import SSE_HEADERS, error_event
-from server.schemas import ERRORS, ChatCompletion, ChatCompletionRequest, ModelList
-from server.state import AppState
+from server.schemas import ERRORS, ChatCompletion, ChatCompletionRequest, ModelList, sse_event_schema
+from server.state import AppState, kb_not_found
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 MODEL_PREFIX = "citeqa:"
 
 
-def kb_for_model(state: AppState, model: str) -> str:
+def kb_for_model(state: AppState, model: str, principal: Principal) -> str:
     """'citeqa:<kb>' or '<kb>' -> an existing knowledge base ('citeqa' alone = the default KB)."""
     name = model.strip()
     if name in {"", "citeqa"}:
         name = state.settings.paths.default_kb
     elif name.startswith(MODEL_PREFIX):
         name = name[len(MODEL_PREFIX) :]
-    return existing_kb(state, name)
+    try:
+        validate_kb_name(name)
+    except InvalidRequest:
+        raise kb_not_found(name) from None  # any string is a valid model id: one naming no possible KB is unknown
+    return existing_kb(state, name, principal)
 
 
 def _citations(result: Answer) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
@@ -59,7 +64,7 @@ def _usage(state: AppState, result: Answer) -> dict[str, int]:
 
 
 @router.get("/models", response_model=ModelList, summary="Knowledge bases as models ('citeqa:<kb>')")
-def models(state: StateDep) -> dict[str, Any]:
+def models(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
     from rag.kb import list_kbs
 
     now = int(time.time())
@@ -67,7 +72,7 @@ def models(state: StateDep) -> dict[str, Any]:
         "object": "list",
         "data": [
             {"id": f"{MODEL_PREFIX}{kb}", "object": "model", "created": now, "owned_by": "citeqa"}
-            for kb in list_kbs(state.settings)
+            for kb in principal.visible(list_kbs(state.settings))  # only the key's own
         ],
     }
 
@@ -76,10 +81,25 @@ def models(state: StateDep) -> dict[str, Any]:
     "/chat/completions",
     response_model=ChatCompletion,
     summary="OpenAI chat completions over a knowledge base, with citations",
+    responses={
+        200: {
+            "description": "A chat completion (JSON), or with `stream: true` Server-Sent Events: "
+            "`chat.completion.chunk` objects as `data:` lines, the last one with `finish_reason` and "
+            "`citations`, then `data: [DONE]`.",
+            "content": {
+                "text/event-stream": {
+                    "schema": sse_event_schema(["message"]),
+                    "example": 'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, '
+                    '"delta": {"content": "Revenue"}, "finish_reason": null}]}\n\n'
+                    "data: [DONE]\n\n",
+                }
+            },
+        }
+    },
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+async def chat_completions(body: ChatCompletionRequest, request: Request, principal: PrincipalDep) -> Any:
     state: AppState = get_state(request)
-    kb = await run_in_threadpool(kb_for_model, state, body.model)
+    kb = await run_in_threadpool(kb_for_model, state, body.model, principal)
     last = body.messages[-1]
     question = last.text().strip()
     if last.role != "user" or not question:

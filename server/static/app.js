@@ -62,6 +62,15 @@ function applyLang() {
   $("#lang-btn").textContent = state.lang === "zh" ? "English" : "中文";
 }
 
+// The "first token · total" line, in the current language (re-rendered when it changes).
+function renderTiming(el) {
+  const tm = JSON.parse(el.dataset.timings || "{}");
+  el.textContent = [
+    tm.first_token !== undefined ? `${t("firstToken")} ${tm.first_token.toFixed(2)} ${t("seconds")}` : "",
+    tm.total !== undefined ? `${t("total")} ${tm.total.toFixed(2)} ${t("seconds")}` : "",
+  ].filter(Boolean).join(" · ");
+}
+
 function toast(text) {
   const el = $("#toast");
   el.textContent = text;
@@ -143,8 +152,9 @@ async function loadDocs() {
   for (const doc of data.documents) {
     const li = document.createElement("li");
     const name = document.createElement("span");
+    name.className = "name";
     name.textContent = doc.name;
-    name.title = doc.title || doc.name;
+    name.title = doc.title && doc.title !== doc.name ? `${doc.name}\n${doc.title}` : doc.name;
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.textContent = `${doc.pages} ${t("pages")} · ${doc.chunks} ${t("chunks")}`;
@@ -440,11 +450,8 @@ async function ask(question) {
       renderCitations(msg, final);
       const timing = document.createElement("div");
       timing.className = "timing";
-      const tm = final.timings || {};
-      timing.textContent = [
-        tm.first_token !== undefined ? `${t("firstToken")} ${tm.first_token.toFixed(2)} ${t("seconds")}` : "",
-        tm.total !== undefined ? `${t("total")} ${tm.total.toFixed(2)} ${t("seconds")}` : "",
-      ].filter(Boolean).join(" · ");
+      timing.dataset.timings = JSON.stringify(final.timings || {});
+      renderTiming(timing);
       msg.append(timing);
       msg.dataset.done = "true";
       state.history.push({ role: "user", content: question }, { role: "assistant", content: final.answer });
@@ -504,6 +511,7 @@ $("#lang-btn").addEventListener("click", () => {
   localStorage.setItem("citeqa.lang", state.lang);
   applyLang();
   for (const { el, job } of state.jobs.values()) renderJob(el, job);
+  document.querySelectorAll(".timing").forEach(renderTiming);
   guard(loadDocs());
 });
 
