@@ -1,4 +1,4 @@
-"""Calibrate the grounding bars (rag/settings.py GroundingSettings, RetrievalSettings.min_keyword_coverage)
+"""Calibrate the grounding bars (rag/settings/retrieval.py GroundingSettings, RetrievalSettings.min_keyword_coverage)
 on the bench DEV questions only — the answers-bench sample of ../shared/bench — never on the frozen
 set in bench/unseen, which is reported separately.
 

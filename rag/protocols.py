@@ -7,13 +7,17 @@ satisfies the same Protocol, so tests run one contract suite against each.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
+
+if TYPE_CHECKING:
+    from rag.store.manifest import Manifest
 
 
 @runtime_checkable
@@ -61,12 +65,15 @@ class Store(Protocol):
 
     The source of truth is durable and transactional (SQLite for `faiss`); derived indexes can be
     rebuilt from it without re-embedding. Every write is atomic: a crash leaves the old state or the new.
+    Shared behaviour (write validation, errors, stats shape) lives in rag/store/common.py.
     """
 
     name: str
+    backend: str  # the registry name: "faiss", "pgvector", "milvus"
     path: Path | None
     embedder_id: str
     dim: int
+    manifest: Manifest  # embedder, dim, chunker settings and index parameters recorded at creation
 
     # --- documents -------------------------------------------------------------------------
     def find_by_sha(self, sha256: str) -> DocumentInfo | None: ...
@@ -92,6 +99,10 @@ class Store(Protocol):
         """Record that the same content also lives at `path` (dedup by sha256)."""
         ...
 
+    def remove_path(self, path: str) -> None:
+        """Forget one path; the document itself stays (remove_document removes it)."""
+        ...
+
     def remove_document(self, doc_id: str) -> None: ...
 
     def list_documents(self) -> list[DocumentInfo]: ...
@@ -100,6 +111,14 @@ class Store(Protocol):
 
     def page_text(self, doc_id: str, page: int) -> str:
         """The full text of one page as parsed (what citations quote from)."""
+        ...
+
+    def document_pages(self, doc_id: str) -> list[tuple[int, str]]:
+        """(page number, text) of every stored page of a document, in page order."""
+        ...
+
+    def document_metadata(self, doc_id: str) -> dict[str, Any]:
+        """The metadata the document was added with (ParsedDocument.metadata)."""
         ...
 
     # --- embedding cache -------------------------------------------------------------------
@@ -116,6 +135,15 @@ class Store(Protocol):
 
     def neighbours(self, chunk: Chunk, n: int) -> list[Chunk]:
         """Up to `n` chunks before and after `chunk` in the same document, in order."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads in this block (this thread) see one consistent version of the KB, where the engine can
+        give one (pgvector); elsewhere a no-op. A hybrid search runs its dense and keyword queries inside."""
+        ...
+
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+        """Every chunk with its stored vector, in batches; each document's chunks contiguous (export, migration)."""
         ...
 
     # --- housekeeping ----------------------------------------------------------------------
@@ -162,8 +190,8 @@ class Generator(Protocol):
         messages: list[Message],
         *,
         stream: bool = False,
-        max_tokens: int = 384,
-        temperature: float = 0.1,
+        max_tokens: int | None = None,  # None: settings llm.max_answer_tokens / llm.temperature (rag.llm.sampling)
+        temperature: float | None = None,
         stop: list[str] | None = None,
     ) -> str | Iterator[str]: ...
 

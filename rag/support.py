@@ -11,7 +11,7 @@ A claim (one sentence of an answer, or the part of it before a marker) is suppor
 A short answer ("Ada Wong", "907") has too few words to judge on their own: it must stand in the
 unit, and the unit's context must cover the question (lexically or semantically).
 
-Thresholds live in GroundingSettings (rag/settings.py) and were calibrated with
+Thresholds live in GroundingSettings (rag/settings/retrieval.py) and were calibrated with
 bench/grounding_calibrate.py on the bench dev questions only.
 """
 

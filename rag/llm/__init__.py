@@ -33,11 +33,11 @@ def _openai(argument: str, settings: Settings) -> Generator:
 
 
 def generator_spec(name: str) -> str:
-    """Map the user-facing LLM name onto a registry spec."""
+    """Map the user-facing LLM name onto a registry spec: a URL is an `openai:` server, a registered
+    backend or a `package.module:Factory` path is used as given, anything else is a GGUF for llama.cpp."""
     if name.startswith(("openai:", "http://", "https://")):
         return name if name.startswith("openai:") else f"openai:{name}"
-    head = name.partition(":")[0]
-    if head in GENERATORS and head not in {"", name} or name in GENERATORS:
+    if GENERATORS.accepts(name):
         return name
     return f"llama-cpp:{name}"
 

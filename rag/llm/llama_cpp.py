@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import GenerationError, ModelNotAvailable
+from rag.llm.sampling import sampling
 from rag.protocols import Message
 from rag.settings import LLMSettings
 
@@ -76,10 +77,11 @@ class LlamaCppGenerator:
         messages: list[Message],
         *,
         stream: bool = False,
-        max_tokens: int = 384,
-        temperature: float = 0.1,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
         stop: list[str] | None = None,
     ) -> str | Iterator[str]:
+        max_tokens, temperature = sampling(self._settings, max_tokens, temperature)
         kwargs: dict[str, Any] = dict(
             messages=messages,
             max_tokens=max_tokens,

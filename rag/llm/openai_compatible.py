@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rag.errors import ConfigError, GenerationError, ModelNotAvailable
+from rag.llm.sampling import sampling
 from rag.protocols import Message
 from rag.settings import LLMSettings
 
@@ -98,10 +99,11 @@ class OpenAIGenerator:
         messages: list[Message],
         *,
         stream: bool = False,
-        max_tokens: int = 384,
-        temperature: float = 0.1,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
         stop: list[str] | None = None,
     ) -> str | Iterator[str]:
+        max_tokens, temperature = sampling(self._settings, max_tokens, temperature)
         payload = self._payload(messages, stream, max_tokens, temperature, stop)
         if stream:
             return self._stream(payload)
