@@ -68,6 +68,10 @@ class EmbedderMismatch(KnowledgeBaseError):
     """The knowledge base was built with another embedder; mixing vectors would give silent garbage."""
 
 
+class IndexMismatch(KnowledgeBaseError):
+    """The knowledge base was chunked or keyword-indexed by other rules than the running code's."""
+
+
 class DocumentNotFound(KnowledgeBaseError):
     pass
 

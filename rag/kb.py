@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from rag.chunking import CHUNKER_VERSION, chunker_manifest
-from rag.errors import InvalidRequest, KnowledgeBaseError, KnowledgeBaseNotFound
+from rag.errors import IndexMismatch, InvalidRequest, KnowledgeBaseNotFound
 from rag.protocols import Embedder, Store
 from rag.settings import Settings
 from rag.store import get_backend
@@ -86,14 +86,14 @@ def check_indexing(manifest: Manifest, settings: Settings, kb: str, *, writing: 
         "(or ingest into a new knowledge base with `--kb NEW_NAME`)"
     )
     if manifest.analyzer != ANALYZER_VERSION:
-        raise KnowledgeBaseError(
+        raise IndexMismatch(
             f"knowledge base {kb!r} was indexed by keyword analyzer version {manifest.analyzer}; this citeqa "
             f"uses version {ANALYZER_VERSION}, so its keyword search would not match; {reindex}."
         )
     changed = _changed_settings(recorded, current)
     if recorded and changed:
         settings_hint = " ".join(f"--set chunking.{k}={recorded[k]}" for k in changed if k in recorded)
-        raise KnowledgeBaseError(
+        raise IndexMismatch(
             f"knowledge base {kb!r} was chunked with "
             + ", ".join(f"{k}={recorded.get(k)!r}" for k in changed)
             + "; the configured chunking is "
@@ -101,13 +101,13 @@ def check_indexing(manifest: Manifest, settings: Settings, kb: str, *, writing: 
             + f". Run with the KB's settings ({settings_hint}) or {reindex}."
         )
     if version is not None and version != CHUNKER_VERSION:
-        raise KnowledgeBaseError(
+        raise IndexMismatch(
             f"knowledge base {kb!r} was chunked by chunker version {version}; this citeqa chunks with "
             f"version {CHUNKER_VERSION}; {reindex}."
         )
     if version is None:
         if writing:
-            raise KnowledgeBaseError(
+            raise IndexMismatch(
                 f"knowledge base {kb!r} was chunked by an older citeqa (chunker version 1, before versions "
                 f"were recorded); new documents would be chunked by version {CHUNKER_VERSION}. It can still be "
                 f"searched and asked; to add documents, {reindex}."

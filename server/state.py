@@ -308,8 +308,12 @@ class AppState:
     ) -> IngestSummary:
         """One ingestion job (server.jobs.IngestFn): into `kb`'s cached store, with the ingestion embedder."""
         from ingest.pipeline import ingest_paths
+        from rag.kb import check_indexing
 
         store = self.store(kb)
+        # The cached store may have been opened for reading a KB chunked by older rules: writing needs
+        # the running chunker's (IndexMismatch, 409, with how to re-index).
+        check_indexing(store.manifest, self.settings, kb, writing=True)
         embedder = self.ingest_embedder()
         if replace is not None:  # a reingest starts over: unchanged content would be skipped
             try:

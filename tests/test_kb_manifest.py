@@ -11,7 +11,7 @@ import pytest
 from rag.chunking import CHUNKER_VERSION
 from rag.cli import build_parser
 from rag.embedders import make_embedder
-from rag.errors import KnowledgeBaseError
+from rag.errors import IndexMismatch
 from rag.kb import open_kb
 from rag.settings import Settings, load_settings
 from rag.store.manifest import ANALYZER_VERSION
@@ -61,9 +61,12 @@ def test_other_chunking_settings_are_refused_with_a_real_reindex_command(
     other = load_settings(
         overrides={"paths.home": fake_settings.paths.home, "embedder.name": "fake", "chunking.max_tokens": 200}
     )
-    with pytest.raises(KnowledgeBaseError) as err:
+    with pytest.raises(IndexMismatch) as err:
         open_kb(other, kb, fake)
     message = str(err.value)
+    from server.errors import status_for
+
+    assert status_for(err.value) == 409  # a conflict with what the KB holds, like another embedder
     assert "max_tokens=320" in message and "max_tokens=200" in message
     assert "--set chunking.max_tokens=320" in message
     commands = _commands_in(message)
@@ -75,13 +78,13 @@ def test_other_chunking_settings_are_refused_with_a_real_reindex_command(
 
 def test_another_recorded_chunker_version_is_refused(fake_settings: Settings, fake, kb: str) -> None:  # type: ignore[no-untyped-def]
     _edit_manifest(fake_settings, kb, chunker={**fake_settings.chunking.model_dump(), "version": CHUNKER_VERSION + 1})
-    with pytest.raises(KnowledgeBaseError, match=f"chunker version {CHUNKER_VERSION + 1}.*citeqa kb remove kb1"):
+    with pytest.raises(IndexMismatch, match=f"chunker version {CHUNKER_VERSION + 1}.*citeqa kb remove kb1"):
         open_kb(fake_settings, kb, fake)
 
 
 def test_another_analyzer_version_is_refused_even_for_reading(fake_settings: Settings, fake, kb: str) -> None:  # type: ignore[no-untyped-def]
     _edit_manifest(fake_settings, kb, analyzer=ANALYZER_VERSION + 1)
-    with pytest.raises(KnowledgeBaseError, match="keyword analyzer version"):
+    with pytest.raises(IndexMismatch, match="keyword analyzer version"):
         open_kb(fake_settings, kb)
     _edit_manifest(fake_settings, kb, analyzer=None)  # no field: written by analyzer version 1
     open_kb(fake_settings, kb).close()
@@ -94,5 +97,28 @@ def test_kb_from_before_chunker_versions_opens_for_reading_but_not_for_ingest(
     store = open_kb(fake_settings, kb, fake)  # reading: stored chunks are exact page text, whatever the boundaries
     assert store.stats() is not None
     store.close()
-    with pytest.raises(KnowledgeBaseError, match="chunker version 1.*to add documents, re-index"):
+    with pytest.raises(IndexMismatch, match="chunker version 1.*to add documents, re-index"):
         open_kb(fake_settings, kb, fake, create=True)
+
+
+def test_server_does_not_ingest_into_an_old_kb_it_opened_for_reading(
+    fake_settings: Settings, fake, kb: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The server caches open stores: a query may open an old KB first; a later upload must still be refused."""
+    import threading
+
+    from server.state import AppState
+
+    _edit_manifest(fake_settings, kb, chunker=fake_settings.chunking.model_dump(), analyzer=None)
+    state = AppState(fake_settings, embedder=fake)
+    try:
+        assert state.store(kb).stats()["documents"] == 0  # opened for reading, now cached
+        note = tmp_path / "note.txt"
+        note.write_text("Revenue grew.")
+        with pytest.raises(IndexMismatch, match="chunker version 1"):
+            state.run_ingest(
+                kb, [note], replace=None, password=None, on_progress=lambda p: None, cancel=threading.Event()
+            )
+        assert state.store(kb).stats()["documents"] == 0
+    finally:
+        state.close()
