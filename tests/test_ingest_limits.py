@@ -243,8 +243,8 @@ def test_a_killed_runs_multiprocessing_folder_is_swept_by_the_next(tmp_path: Pat
         "use_named_temp_dir()\n"
         "ctx = multiprocessing.get_context('forkserver')\n"
         "with ProcessPoolExecutor(1, mp_context=ctx) as pool:\n"
-        "    pool.submit(os.getpid).result()\n"
-        "    print(util.get_temp_dir(), flush=True)\n"
+        "    worker = pool.submit(os.getpid).result()\n"
+        "    print(util.get_temp_dir(), worker, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -252,7 +252,13 @@ def test_a_killed_runs_multiprocessing_folder_is_swept_by_the_next(tmp_path: Pat
     with out.open("w") as fh:  # a file, not a pipe: the orphaned forkserver would hold a pipe open
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=fh, env=env)
         assert proc.wait(timeout=120) == -9
-    left = Path(out.read_text().strip())
+    folder, worker = out.read_text().split()
+    # The orphans of the kill (the forkserver and its idle worker) are this test's to end.
+    orphans = [psutil.Process(int(worker))]
+    orphans.append(orphans[0].parent())
+    for p in orphans:
+        p.kill()
+    left = Path(folder)
     assert left.parent == tmp_path and left.name.startswith(PREFIX) and left.is_dir()
     live = tmp_path / f"{PREFIX}{os.getpid()}-x"  # a running process's folder is kept
     live.mkdir()
