@@ -39,6 +39,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "+pages(sum)": {"page_fusion": "sum"},
     "+periods": {"periods": True},
     "+periods(query)": {"periods": True, "period_weight": 0.0},
+    "+concepts": {"concepts": True},
+    "+concepts(1.0)": {"concepts": True, "concept_weight": 1.0},
+    "routing+pages+concepts": {"routing": True, "page_fusion": "max", "concepts": True},
     "all(max)": {"routing": True, "page_fusion": "max", "periods": True},
     "all(sum)": {"routing": True, "page_fusion": "sum", "periods": True},
 }

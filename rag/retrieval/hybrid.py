@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from rag.lang import detect_language
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
 from rag.records import Hit
+from rag.retrieval.concepts import concept_query
 from rag.retrieval.fusion import drop_near_duplicates, rrf_fuse
 from rag.retrieval.pages import order_by_page, page_scores
 from rag.retrieval.periods import expand_periods, header_years, question_years
@@ -105,6 +106,11 @@ class HybridRetriever:
                 keyword = self.store.keyword_search(keyword_query, pool, flt)
                 timings["keyword_ms"] = (time.perf_counter() - t) * 1000
             rankings = [("dense", s.dense_weight, dense), ("keyword", s.keyword_weight, keyword)]
+            concepts = concept_query(query) if s.concepts and s.mode == "hybrid" else ""
+            if concepts:
+                t = time.perf_counter()
+                rankings.append(("concepts", s.concept_weight, self.store.keyword_search(concepts, pool, flt)))
+                timings["concepts_ms"] = (time.perf_counter() - t) * 1000
             route = None
             if s.routing and s.mode == "hybrid":
                 t = time.perf_counter()
@@ -120,6 +126,9 @@ class HybridRetriever:
                     if vector is not None:
                         rankings.append(("dense_routed", routed, self.store.dense_search(vector, pool, scope)))
                     rankings.append(("keyword_routed", routed, self.store.keyword_search(keyword_query, pool, scope)))
+                    if concepts:
+                        found = self.store.keyword_search(concepts, pool, scope)
+                        rankings.append(("concepts_routed", lambda h: s.concept_weight * routed(h), found))
                 timings["routing_ms"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()

@@ -62,6 +62,12 @@ class RetrievalSettings(Section):
         "'three months ended'), and favour tables whose header row names the question's year.",
     )
     period_weight: float = Field(0.5, ge=0, description="Weight of the header-year ranking in fusion.")
+    concepts: bool = Field(
+        False,
+        description="Add a keyword ranking of the statement line items a financial question's concepts map to "
+        "('free cash flow' -> operating activities, purchases of property and equipment) — rag/retrieval/concepts.py.",
+    )
+    concept_weight: float = Field(0.5, ge=0, description="Weight of the concept ranking in fusion.")
     reranker: str | None = Field(None, description="Local path or name of a cross-encoder reranker (off when unset).")
     hnsw_threshold: int = Field(
         50_000,
