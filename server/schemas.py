@@ -102,6 +102,9 @@ class KBStats(Open):
 class KBList(BaseModel):
     kbs: list[KBStats]
     default: str = Field(description="The knowledge base used when a request names none.", examples=["default"])
+    read_only: bool = Field(
+        False, description="Whether the caller's API key is read-only (the web page then hides uploads and deletes)."
+    )
 
 
 # --- documents and jobs ----------------------------------------------------------------------------

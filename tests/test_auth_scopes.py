@@ -224,6 +224,9 @@ def test_read_only_keys_are_refused_on_writes(world: dict[str, Any], key: str) -
     )
     assert upload.status_code == 403 and "read-only" in upload.text
     assert call(client, ADMIN, "GET", "/v1/kbs/alpha").json()["documents"] == 1  # nothing changed
+    # The list says so, and the web page hides its upload and delete controls for such a key.
+    assert call(client, key, "GET", "/v1/kbs").json()["read_only"] is True
+    assert call(client, ALPHA_RW, "GET", "/v1/kbs").json()["read_only"] is False
 
 
 def test_a_read_write_key_changes_only_its_kbs(world: dict[str, Any]) -> None:

@@ -158,3 +158,43 @@ def test_a_long_file_name_keeps_the_page_count_and_delete_button_in_view(browser
         )
         assert box["button"] <= box["side"] and box["meta"] <= box["button"], box
         assert box["name"].startswith(name), box  # the whole name is in the tooltip
+
+
+def test_a_read_only_key_sees_no_upload_or_delete_controls(browser: Any, tmp_path: Path) -> None:
+    """The server refuses a read-only key's writes; the page does not offer them either."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    admin, reader = "admin-key-7", "reader-key-7"
+    settings = live_settings(
+        tmp_path / "home",
+        **{
+            "embedder.name": "fake",
+            "paths.default_kb": "docs",
+            "server.api_keys": [admin],
+            "server.keys": [{"name": "reader", "key": reader, "kbs": ["docs"], "read_only": True}],
+        },
+    )
+    with live_server(settings) as base:
+        r = httpx.post(
+            f"{base}/v1/kbs/docs/documents?create=true",
+            files=[("files", ("notes.txt", b"Revenue was 42 million dollars in 2024.", "text/plain"))],
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=60,
+        )
+        assert r.status_code == 202, r.text
+        wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+        job = f"{base}/v1/jobs/{r.json()['job']['id']}"
+        wait.until(
+            lambda _: httpx.get(job, headers={"Authorization": f"Bearer {admin}"}).json()["state"] == "succeeded"
+        )
+        for key, read_only in ((reader, True), (admin, False)):
+            browser.get(base + "/")
+            browser.execute_script("localStorage.setItem('citeqa.key', arguments[0]);", key)
+            browser.get(base + "/")
+            wait.until(lambda d: "notes.txt" in d.find_element(By.ID, "doc-list").text)
+            shown = browser.find_element(By.ID, "upload-form").is_displayed()
+            buttons = browser.find_elements(By.CSS_SELECTOR, "#doc-list li button")
+            assert shown is (not read_only) and bool(buttons) is (not read_only), (key, shown, len(buttons))
+            assert browser.find_element(By.ID, "new-kb-btn").is_displayed() is (not read_only)

@@ -74,7 +74,7 @@ def list_all(state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
             ConfigError,
         ) as exc:  # one unusable KB (other embedder, bad manifest) must not hide the others
             kbs.append({"name": kb, "error": state.redact(f"{type(exc).__name__}: {exc}")})
-    return {"kbs": kbs, "default": state.settings.paths.default_kb}
+    return {"kbs": kbs, "default": state.settings.paths.default_kb, "read_only": principal.read_only}
 
 
 @router.get("/{kb}", response_model=KBStats, summary="A knowledge base's stats (documents, chunks, embedder...)")

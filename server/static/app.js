@@ -121,6 +121,9 @@ $("#key-dialog").addEventListener("close", () => {
 // --- knowledge bases and documents --------------------------------------------------------------
 async function loadKbs() {
   const data = await getJson("/v1/kbs");
+  // A read-only key may search and ask, not change anything: its write controls are not shown.
+  state.readOnly = Boolean(data.read_only);
+  for (const id of ["upload-form", "new-kb-btn"]) $("#" + id).hidden = state.readOnly;
   const select = $("#kb-select");
   select.innerHTML = "";
   const names = data.kbs.map((k) => k.name);
@@ -167,7 +170,8 @@ async function loadDocs() {
       await guard(api(`/v1/kbs/${encodeURIComponent(state.kb)}/documents/${encodeURIComponent(doc.id)}`, { method: "DELETE" }));
       await refreshAll();
     });
-    li.append(name, meta, del);
+    li.append(name, meta);
+    if (!state.readOnly) li.append(del);
     list.append(li);
   }
 }
