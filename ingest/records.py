@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ingest.discover import Found
+from rag.display import one_line as display_one_line
 from rag.records import Chunk, ParsedDocument
 
 
@@ -77,9 +78,8 @@ ProgressCallback = Callable[[IngestProgress], None]
 
 
 def one_line(text: str) -> str:
-    """A failure as one summary line (whitespace collapsed, at most 500 characters)."""
-    line = " ".join(text.split())
-    return line if len(line) <= 500 else line[:497] + "..."
+    """A failure as one summary line (whitespace collapsed, at most 500 characters, ASCII cut mark)."""
+    return display_one_line(text, 500, "...")
 
 
 # ---------------------------------------------------------------------- between the stages

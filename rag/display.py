@@ -25,9 +25,10 @@ STAGES = {
 }
 
 
-def one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int, ellipsis: str = "…") -> str:
+    """`text` with its whitespace collapsed, cut to `limit` characters (the cut marked by `ellipsis`)."""
     text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
 
 
 def format_citations(answer: Answer) -> list[str]:

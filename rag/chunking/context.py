@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from rag.records import Chunk, ParsedDocument
+from rag.text.sentences import first_table_row
 
 HEADER_SCHEME = "identity-section-table/1"
 COVER_PAGES = 2
@@ -99,16 +100,16 @@ def _clean_title(title: str) -> str:
 def _table_context(chunk: Chunk) -> str:
     """'table: <caption>; columns: <header cells>' for a chunk that holds a markdown table."""
     lines = chunk.text.splitlines()
-    for i, line in enumerate(lines):
-        if line.count("|") >= 2 and not set(line.strip()) <= set("|-: "):
-            cells = [c.strip() for c in line.strip().strip("|").split("|") if c.strip()]
-            caption = lines[i - 1].strip() if i > 0 and "|" not in lines[i - 1] else ""
-            out = f"table: {caption}" if caption else "table"
-            # A header row names columns (words, years); a first row of figures is data, not a header.
-            if cells and all(_YEARISH.fullmatch(c) or not _FIGURE.search(c) for c in cells):
-                out += "; columns: " + " | ".join(cells)
-            return out
-    return ""
+    i = first_table_row(lines)
+    if i is None:
+        return ""
+    cells = [c.strip() for c in lines[i].strip().strip("|").split("|") if c.strip()]
+    caption = lines[i - 1].strip() if i > 0 and "|" not in lines[i - 1] else ""
+    out = f"table: {caption}" if caption else "table"
+    # A header row names columns (words, years); a first row of figures is data, not a header.
+    if cells and all(_YEARISH.fullmatch(c) or not _FIGURE.search(c) for c in cells):
+        out += "; columns: " + " | ".join(cells)
+    return out
 
 
 def chunk_header(label: DocumentLabel, chunk: Chunk) -> str:

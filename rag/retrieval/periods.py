@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 
-_FISCAL = re.compile(r"(?<![A-Za-z])FY ?'?(\d{4}|\d{2})(?![0-9])", re.IGNORECASE)
+from rag.text.sentences import first_table_row
+
+FISCAL = re.compile(r"(?<![A-Za-z])FY ?'?(\d{4}|\d{2})(?![0-9])", re.IGNORECASE)
 _QUARTER = re.compile(r"(?<![A-Za-z0-9])Q([1-4])(?![0-9])", re.IGNORECASE)
 _HALF = re.compile(r"(?<![A-Za-z0-9])H([12])(?![0-9])")
-_YEAR = re.compile(r"(?<![0-9])(19[5-9][0-9]|20[0-9][0-9])(?![0-9])")
+YEAR = re.compile(r"(?<![0-9])(19[5-9][0-9]|20[0-9][0-9])(?![0-9])")
 _ZH_DIGITS = {
     "〇": "0",
     "零": "0",
@@ -31,13 +33,19 @@ _ZH_YEAR = re.compile("([〇零一二三四五六七八九]{4})年")
 _ORDINAL = {"1": "first", "2": "second", "3": "third", "4": "fourth"}
 
 
+def fiscal_year(match: re.Match[str]) -> str:
+    """The year of a FISCAL match: "FY2022" and "FY22" -> "2022"."""
+    year = match.group(1)
+    return year if len(year) == 4 else "20" + year
+
+
 def expand_periods(query: str) -> str:
     """The query plus the spellings filings use for its periods ('' when it names none)."""
     extra: list[str] = []
     # Only the distinctive spellings: "fiscal" or "ended" stand on every page of a filing and would
     # only dilute the keyword query.
-    for m in _FISCAL.finditer(query):
-        extra.append(m.group(1) if len(m.group(1)) == 4 else "20" + m.group(1))
+    for m in FISCAL.finditer(query):
+        extra.append(fiscal_year(m))
     for m in _QUARTER.finditer(query):
         extra += [_ORDINAL[m.group(1)], "quarter"]
     for m in _HALF.finditer(query):
@@ -48,17 +56,16 @@ def expand_periods(query: str) -> str:
 
 
 def question_years(query: str) -> set[str]:
-    years = {m.group(1) for m in _YEAR.finditer(query)}
-    for m in _FISCAL.finditer(query):
-        years.add(m.group(1) if len(m.group(1)) == 4 else "20" + m.group(1))
+    years = {m.group(1) for m in YEAR.finditer(query)}
+    for m in FISCAL.finditer(query):
+        years.add(fiscal_year(m))
     for m in _ZH_YEAR.finditer(query):
         years.add("".join(_ZH_DIGITS[c] for c in m.group(1)))
     return years
 
 
 def header_years(text: str) -> set[str]:
-    """Years in a table chunk's header: the first markdown row, or a 'Years ended ...' line above it."""
-    for line in text.splitlines():
-        if line.count("|") >= 2 and not set(line) <= set("|-: "):
-            return {m.group(1) for m in _YEAR.finditer(line)}
-    return set()
+    """Years in a table chunk's header: its first markdown row with cells."""
+    lines = text.splitlines()
+    i = first_table_row(lines)
+    return set() if i is None else {m.group(1) for m in YEAR.finditer(lines[i])}

@@ -20,14 +20,14 @@ from pathlib import Path
 
 from rag.protocols import Store
 from rag.records import DocumentInfo
-from rag.text.features import CJK_RUN, EN_STOP
+from rag.retrieval.periods import FISCAL, YEAR, fiscal_year
+from rag.text.features import EN_STOP, cjk_bigrams
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-&][A-Za-z0-9]+)*")
 _CAPITALISED = re.compile(r"\b(?:[A-Z][A-Za-z0-9&]*|[0-9]+[A-Z][A-Za-z0-9]*)(?:[-][A-Z0-9]+)?\b")
-_YEAR = re.compile(r"(?<![0-9])(19[5-9][0-9]|20[0-9][0-9])(?![0-9])")
 _FORM = re.compile(r"\b(10|20|40)-?([KQF])\b|\b(8)-?(K)\b", re.IGNORECASE)
+# Unlike a question's "Q3", a file name's quarter follows its year: "2023Q4".
 _QUARTER = re.compile(r"(?<![A-Za-z])Q([1-4])(?![0-9])", re.IGNORECASE)
-_FISCAL = re.compile(r"(?<![A-Za-z])FY ?'?(\d{2}|\d{4})(?![0-9])", re.IGNORECASE)
 # Words every filing's cover page has: not identity, whatever their IDF in a small knowledge base.
 _BOILERPLATE = frozenset(
     "united states securities exchange commission washington form annual report quarterly current "
@@ -46,20 +46,14 @@ def _norm_form(match: re.Match[str]) -> str:
 
 def period_terms(text: str) -> set[str]:
     """Years, fiscal years, quarters and SEC form names, normalised ("FY22" -> "2022", "10-K" -> "form10k")."""
-    out = {m.group(1) for m in _YEAR.finditer(text)}
-    for m in _FISCAL.finditer(text):
-        year = m.group(1)
-        out.add(year if len(year) == 4 else "20" + year)
+    out = {m.group(1) for m in YEAR.finditer(text)} | {fiscal_year(m) for m in FISCAL.finditer(text)}
     out |= {f"q{m.group(1)}" for m in _QUARTER.finditer(text)}
     out |= {_norm_form(m) for m in _FORM.finditer(text)}
     return out
 
 
 def _cjk_grams(text: str) -> set[str]:
-    grams: set[str] = set()
-    for run in CJK_RUN.findall(text):
-        grams |= {run[i : i + 2] for i in range(len(run) - 1)}
-    return grams - _ZH_GENERIC
+    return cjk_bigrams(text) - _ZH_GENERIC
 
 
 def _name_tokens(text: str) -> set[str]:

@@ -62,14 +62,18 @@ class Features:
     units: dict[str, set[str]] = field(default_factory=dict)
 
 
+def cjk_bigrams(text: str) -> set[str]:
+    """Character bigrams of every run of Chinese characters in `text` (a lone character gives none)."""
+    grams: set[str] = set()
+    for run in CJK_RUN.findall(text):
+        grams.update(run[i : i + 2] for i in range(len(run) - 1))
+    return grams
+
+
 def features(text: str) -> Features:
     """Content grams (Chinese character bigrams, stemmed English words, numbers) and the numbers alone."""
     text = MARKER_RE.sub(" ", text)
-    grams: set[str] = set()
-    for run in CJK_RUN.findall(text):
-        if len(run) == 1:
-            grams.add(run)
-        grams.update(run[i : i + 2] for i in range(len(run) - 1))
+    grams = cjk_bigrams(text) | {run for run in CJK_RUN.findall(text) if len(run) == 1}
     grams -= ZH_STOP_GRAMS
     for word in _WORD.findall(text):
         w = word.lower().replace("’", "'").removesuffix("'s")

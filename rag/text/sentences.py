@@ -37,6 +37,14 @@ def is_table_row(text: str) -> bool:
     return text.lstrip().startswith("|")
 
 
+def first_table_row(lines: list[str]) -> int | None:
+    """Index of the first markdown table row among `lines` that holds cells (not a |---| separator)."""
+    for i, line in enumerate(lines):
+        if line.count("|") >= 2 and not set(line.strip()) <= set("|-: "):
+            return i
+    return None
+
+
 def split_sentences(text: str) -> list[tuple[int, int]]:
     """Sentence spans of `text` (Chinese and English terminators, newlines), whitespace-trimmed.
 
