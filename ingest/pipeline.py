@@ -45,7 +45,7 @@ from ingest.workers import ExecutorFactory, ParsePool, default_workers, make_exe
 from rag.chunking import make_chunker
 from rag.errors import CiteqaError
 from rag.protocols import Embedder, Store
-from rag.records import ParsedDocument
+from rag.records import ParsedDocument, indexed_text
 from rag.settings import Settings
 
 __all__ = ["IngestProgress", "IngestSummary", "ProgressCallback", "default_workers", "ingest_paths"]
@@ -129,7 +129,7 @@ class _Run:
             self.tally.t["chunk"] += time.perf_counter() - t
         from rag.store import chunk_text_hash
 
-        hashes = [chunk_text_hash(c.text) for c in chunks]
+        hashes = [chunk_text_hash(indexed_text(c)) for c in chunks]
         vectors = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
         t = time.perf_counter()
         cached = self.store.cached_vectors(hashes) if chunks else {}
@@ -162,7 +162,7 @@ class _Run:
         if not picks:
             return
         t = time.perf_counter()
-        vecs = self.embedder.embed_documents([r.chunks[i].text for r, i in picks])
+        vecs = self.embedder.embed_documents([indexed_text(r.chunks[i]) for r, i in picks])
         self.tally.t["embed"] += time.perf_counter() - t
         for (r, i), v in zip(picks, vecs, strict=True):
             r.vectors[i] = v

@@ -81,6 +81,9 @@ def check_indexing(manifest: Manifest, settings: Settings, kb: str, *, writing: 
     version = recorded.pop("version", None)
     current = chunker_manifest(settings.chunking)
     current.pop("version")
+    # Headers change what was embedded and indexed, not the stored chunks: a KB with other headers (or
+    # none, recorded as missing) is read as it is, and only writing into it is refused.
+    recorded_headers, headers = str(recorded.pop("headers", "") or ""), str(current.pop("headers"))
     reindex = (
         f"re-index it: `citeqa kb remove {kb} --yes` then `citeqa ingest PATH --kb {kb}` "
         "(or ingest into a new knowledge base with `--kb NEW_NAME`)"
@@ -113,6 +116,13 @@ def check_indexing(manifest: Manifest, settings: Settings, kb: str, *, writing: 
                 f"searched and asked; to add documents, {reindex}."
             )
         log.info("knowledge base %r predates chunker versions (version 1); open for reading", kb)
+    if writing and recorded_headers != headers:
+        was = f"with chunk headers {recorded_headers!r}" if recorded_headers else "without chunk headers"
+        now = f"headers {headers!r}" if headers else "no headers"
+        raise IndexMismatch(
+            f"knowledge base {kb!r} was indexed {was}; the configured chunking uses {now}, and one KB must not "
+            f"mix the two. Run with --set chunking.headers={'true' if recorded_headers else 'false'} or {reindex}."
+        )
 
 
 def _changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

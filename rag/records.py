@@ -73,6 +73,9 @@ class Chunk:
     token_count: int = 0
     doc: str = ""  # the document's display name, filled when chunks are read back from a store
     ordinal: int = 0  # position of the chunk inside its document
+    # The contextual header (rag.chunking.context) embedded and keyword-indexed in front of `text`; never
+    # part of the text, quotes or offsets. Set by the chunker; not stored, so chunks read back have "".
+    context: str = ""
 
 
 @dataclass(slots=True)
@@ -180,3 +183,8 @@ class DocumentInfo:
 def display_name(source: str) -> str:
     """How a document is named in citations: its file name (the full source path stays in DocumentInfo)."""
     return Path(source).name or source
+
+
+def indexed_text(chunk: Chunk) -> str:
+    """What the embedder and the keyword index see for a chunk: its header, a line break, its text."""
+    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text

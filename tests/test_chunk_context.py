@@ -5,9 +5,14 @@ from __future__ import annotations
 from conftest import require_bench
 
 from ingest.parsers import parse_file
-from rag.chunking.context import DocumentLabel, chunk_header, contextual_text, document_label
-from rag.records import Chunk, Page, ParsedDocument
-from rag.settings import load_settings
+from rag.chunking import make_chunker
+from rag.chunking.context import DocumentLabel, chunk_header, document_label
+from rag.embedders import make_embedder
+from rag.kb import open_kb
+from rag.records import Chunk, Page, ParsedDocument, indexed_text
+from rag.settings import Settings, load_settings
+from rag.store import chunk_text_hash
+from rag.store.migrate import migrate_kb, open_target
 
 
 def _chunk(text: str, section: str = "") -> Chunk:
@@ -45,8 +50,56 @@ def test_header_has_section_and_table_columns_and_never_enters_the_chunk_text() 
         "table: Consolidated Statement of Income; columns: (Millions) | 2022 | 2021 | 2020"
     )
     assert chunk.text == table  # the stored text, quotes and offsets are untouched
-    assert contextual_text(header, chunk.text) == header + "\n" + table
+    chunk.context = header
+    assert indexed_text(chunk) == header + "\n" + table
     # A first row of figures is data, not column names.
     data = chunk_header(DocumentLabel(), _chunk("| Net sales | $ 34,229 | $ 35,355 |"))
     assert data == "table"
     assert len(chunk_header(DocumentLabel(title="t" * 500), _chunk("x"))) <= 240
+
+
+_COVER = "UNITED STATES\nSECURITIES AND EXCHANGE COMMISSION\nFORM 10-K\nBOREALIS FOODS CORP.\nFor the fiscal year ended June 30, 2022"
+_BODY = "Revenue grew because shipments of frozen noodles to grocery chains doubled during the year."
+
+
+def _filing() -> ParsedDocument:
+    return ParsedDocument(source="/x/borealis.pdf", sha256="2" * 64, title="borealis",
+                          pages=[Page(1, _COVER), Page(2, _BODY)])  # fmt: skip
+
+
+def test_the_chunker_sets_headers_only_when_enabled(fake_settings: Settings) -> None:
+    fake = make_embedder(fake_settings.embedder)
+    with_headers = make_chunker(fake_settings.chunking, fake.count_tokens).chunk(_filing(), "d1")
+    body = next(c for c in with_headers if "noodles" in c.text)
+    assert body.context.startswith("BOREALIS FOODS CORP. · Form 10-K")
+    assert body.text == _BODY  # stored text untouched
+    off = fake_settings.chunking.model_copy(update={"headers": False})
+    assert all(c.context == "" for c in make_chunker(off, fake.count_tokens).chunk(_filing(), "d1"))
+
+
+def test_header_words_are_keyword_searchable_and_key_the_vector_on_every_copy(
+    fake_settings: Settings, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """ "Borealis" appears only in the header of the body chunk: the keyword index must see it, the vector
+    cache is keyed by the header + text, and a migrated copy rebuilds the header for its own index."""
+    fake = make_embedder(fake_settings.embedder)
+    doc = _filing()
+    chunks = make_chunker(fake_settings.chunking, fake.count_tokens).chunk(doc, "d1")
+    store = open_kb(fake_settings, "ctx", fake, create=True)
+    try:
+        store.add_document(doc, chunks, fake.embed_documents([indexed_text(c) for c in chunks]))
+        body = next(c for c in chunks if "noodles" in c.text)
+        hits = store.keyword_search("borealis shipments", 5)
+        assert hits and hits[0].chunk.id == body.id
+        assert hits[0].chunk.text == _BODY and hits[0].chunk.context == ""  # headers are not stored
+        assert chunk_text_hash(indexed_text(body)) in store.cached_vectors([chunk_text_hash(indexed_text(body))])
+        assert store.cached_vectors([chunk_text_hash(body.text)]) == {}
+        copy = open_target(fake_settings, "ctx-copy", store)
+        try:
+            migrate_kb(store, copy)
+            moved = copy.keyword_search("borealis shipments", 5)
+            assert moved and moved[0].chunk.id == body.id
+        finally:
+            copy.close()
+    finally:
+        store.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.chunking import CHUNKER_VERSION
+from rag.chunking.context import HEADER_SCHEME
 from rag.cli import build_parser
 from rag.embedders import make_embedder
 from rag.errors import IndexMismatch
@@ -51,7 +52,8 @@ def _commands_in(message: str) -> list[list[str]]:
 
 def test_new_kb_records_chunker_version_settings_and_analyzer(fake_settings: Settings, kb: str) -> None:
     data = json.loads(_manifest_path(fake_settings, kb).read_text())
-    assert data["chunker"] == {**fake_settings.chunking.model_dump(), "version": CHUNKER_VERSION}
+    expected = {**fake_settings.chunking.model_dump(), "headers": HEADER_SCHEME, "version": CHUNKER_VERSION}
+    assert data["chunker"] == expected
     assert data["analyzer"] == ANALYZER_VERSION
 
 
@@ -122,3 +124,16 @@ def test_server_does_not_ingest_into_an_old_kb_it_opened_for_reading(
         assert state.store(kb).stats()["documents"] == 0
     finally:
         state.close()
+
+
+def test_a_kb_without_chunk_headers_is_read_but_not_written_into(fake_settings: Settings, fake, kb: str) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads(_manifest_path(fake_settings, kb).read_text())
+    data["chunker"].pop("headers")  # as a KB made before headers records it
+    _manifest_path(fake_settings, kb).write_text(json.dumps(data))
+    open_kb(fake_settings, kb, fake).close()  # searching and asking work
+    with pytest.raises(IndexMismatch, match="without chunk headers.*chunking.headers=false") as err:
+        open_kb(fake_settings, kb, fake, create=True)
+    assert ["kb", "remove", kb, "--yes"] in _commands_in(str(err.value))
+    off = fake_settings.model_copy(deep=True)
+    off.chunking.headers = False
+    open_kb(off, kb, fake, create=True).close()  # the KB's own setting writes

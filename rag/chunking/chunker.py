@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rag.chunking.context import apply_headers
 from rag.chunking.counting import TokenCounter
 from rag.chunking.packing import Packer
 from rag.chunking.regions import regions
@@ -18,6 +19,7 @@ class SentenceChunker:
 
     def __init__(self, settings: ChunkingSettings, count_tokens: CountTokens, *, cache_size: int = 32_768) -> None:
         self.max_tokens = settings.max_tokens
+        self.headers = settings.headers
         self.overlap_tokens = min(settings.overlap_tokens, settings.max_tokens // 2)
         self.min_tokens = min(settings.min_tokens, settings.max_tokens // 2)
         self.counter = TokenCounter(count_tokens, self.max_tokens, cache_size=cache_size)
@@ -50,6 +52,8 @@ class SentenceChunker:
                         ordinal=ordinal,
                     )
                 )
+        if self.headers:
+            apply_headers(doc, out)
         return out
 
     def sentences(self, text: str, start: int, end: int) -> list[tuple[int, int]]:

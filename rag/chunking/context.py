@@ -60,8 +60,8 @@ class DocumentLabel:
 
 
 def _redundant_title(title: str, company: str) -> bool:
-    low = title.lower()
-    return company.lower().rstrip(".") in low or low.startswith(("united states", "securities and exchange", "form "))
+    low, name = title.lower(), company.lower().rstrip(".")
+    return name in low or low in name or low.startswith(("united states", "securities and exchange", "form "))
 
 
 def _lines(text: str) -> list[str]:
@@ -119,6 +119,8 @@ def chunk_header(label: DocumentLabel, chunk: Chunk) -> str:
     return header if len(header) <= MAX_HEADER_CHARS else header[: MAX_HEADER_CHARS - 1] + "…"
 
 
-def contextual_text(header: str, text: str) -> str:
-    """What the embedder and the keyword index see for a chunk: its header, a line break, its text."""
-    return f"{header}\n{text}" if header else text
+def apply_headers(doc: ParsedDocument, chunks: list[Chunk]) -> None:
+    """Set each chunk's `context` to its header (the document's label is read once)."""
+    label = document_label(doc)
+    for chunk in chunks:
+        chunk.context = chunk_header(label, chunk)

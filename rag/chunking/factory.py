@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rag.chunking.chunker import SentenceChunker
+from rag.chunking.context import HEADER_SCHEME
 from rag.chunking.units import CountTokens
 from rag.settings import ChunkingSettings
 
@@ -21,7 +22,9 @@ def make_chunker(settings: ChunkingSettings, count_tokens: CountTokens) -> Sente
 
 
 def chunker_manifest(settings: ChunkingSettings | dict[str, Any]) -> dict[str, Any]:
-    """The `chunker` entry of a manifest: the chunking settings plus CHUNKER_VERSION."""
+    """The `chunker` entry of a manifest: the chunking settings plus CHUNKER_VERSION; `headers` is the
+    header scheme (rag.chunking.context.HEADER_SCHEME) or "" for none."""
     data = settings.model_dump() if isinstance(settings, ChunkingSettings) else dict(settings)
+    data["headers"] = HEADER_SCHEME if data.get("headers", True) else ""
     data["version"] = CHUNKER_VERSION
     return data

@@ -78,6 +78,11 @@ class ChunkingSettings(Section):
     max_tokens: int = Field(320, ge=32, description="Largest chunk, in the embedder's tokens.")
     overlap_tokens: int = Field(48, ge=0, description="Tokens of the previous chunk repeated at the start of the next.")
     min_tokens: int = Field(24, ge=0, description="Chunks smaller than this are merged into a neighbour.")
+    headers: bool = Field(
+        True,
+        description="Embed and keyword-index each chunk with a short header (document identity, section path, "
+        "table caption and columns); the stored text and quotes never include it.",
+    )
 
 
 class LLMSettings(Section):

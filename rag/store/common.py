@@ -36,7 +36,10 @@ CHUNK_FIELDS: tuple[str, ...] = (
 
 
 def chunk_text_hash(text: str) -> str:
-    """The key of the embedding cache (`Store.cached_vectors`): sha256 of the chunk text, hex."""
+    """The key of the embedding cache (`Store.cached_vectors`): sha256 of what is embedded, hex.
+
+    Callers hash `rag.records.indexed_text(chunk)`: the chunk text with its contextual header, so the
+    same text under another header (another document, section or table) gets its own vector."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rag.chunking.context import apply_headers
 from rag.errors import InvalidRequest, KnowledgeBaseError
 from rag.records import Chunk, DocumentInfo, Page, ParsedDocument
 from rag.store.private import touch_private
@@ -123,13 +124,19 @@ def _item(store: Store, info: DocumentInfo, chunks: list[Chunk], vectors: np.nda
 
 
 # --------------------------------------------------------------------------- writing a store
-def _copy(items: Iterator[_Item], total: int, dst: Store, on_progress: Progress | None) -> dict[str, Any]:
+def _copy(
+    items: Iterator[_Item], total: int, dst: Store, on_progress: Progress | None, *, headers: bool
+) -> dict[str, Any]:
+    """Write `items` into `dst`. `headers`: the chunks were indexed with contextual headers, which are not
+    stored, so they are rebuilt from the document (deterministic) for the target's keyword index."""
     started = time.perf_counter()
     copied = skipped = chunks = 0
     for n, item in enumerate(items, start=1):
         if dst.find_by_sha(item.doc.sha256) is not None:
             skipped += 1  # already there: a resumed migration
         else:
+            if headers:
+                apply_headers(item.doc, item.chunks)
             dst.add_document(item.doc, item.chunks, item.vectors)
             copied += 1
             chunks += len(item.chunks)
@@ -166,7 +173,7 @@ def migrate_kb(src: Store, dst: Store, on_progress: Progress | None = None) -> d
     """
     _check_compatible(src.embedder_id, src.dim, dst)
     total, items = _items_from_store(src)
-    return _copy(items, total, dst, on_progress)
+    return _copy(items, total, dst, on_progress, headers=bool(src.manifest.chunker.get("headers")))
 
 
 def open_target(
@@ -391,7 +398,7 @@ def import_kb(
     )
     try:
         total, items = _items_from_file(path, int(meta["dim"]))
-        result = _copy(items, total, dst, on_progress)
+        result = _copy(items, total, dst, on_progress, headers=bool((meta.get("chunker") or {}).get("headers")))
         result["backend"] = target.store.backend
         result["embedder"] = meta["embedder"]
         return result

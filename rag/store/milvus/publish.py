@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.records import Chunk, DocumentInfo, ParsedDocument
+from rag.records import Chunk, DocumentInfo, ParsedDocument, indexed_text
 from rag.store.analyzer import tokenize
 from rag.store.common import chunk_text_hash, validate_write
 from rag.store.milvus.client import lit, split_utf8, truncate_utf8
@@ -90,9 +90,9 @@ class MilvusPublish:
             "char_end": chunk.char_end,
             "section": truncate_utf8(chunk.section, 2048),
             "token_count": chunk.token_count,
-            "text_sha": chunk_text_hash(chunk.text),
+            "text_sha": chunk_text_hash(indexed_text(chunk)),
             "source": truncate_utf8(source, 4096),
-            "tokens": truncate_utf8(" ".join(tokenize(chunk.text)), MAX_VARCHAR) or "_",
+            "tokens": truncate_utf8(" ".join(tokenize(indexed_text(chunk))), MAX_VARCHAR) or "_",
             "embedding": vec.tolist(),
         }
 

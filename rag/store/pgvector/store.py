@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag.errors import KnowledgeBaseError
-from rag.records import Chunk, DocumentInfo, ParsedDocument
+from rag.records import Chunk, DocumentInfo, ParsedDocument, indexed_text
 from rag.store.common import (
     chunk_from_row,
     chunk_text_hash,
@@ -127,7 +127,7 @@ class PgvectorStore(PgSearch):
     ) -> DocumentInfo:
         """Store a document, its pages, chunks and vectors in one transaction (see Store)."""
         doc_id, vectors = validate_write(doc, chunks, vectors, self.dim, self.name)
-        tsvs = [tsvector_literal(c.text.replace("\x00", "")) for c in chunks]  # jieba before the transaction
+        tsvs = [tsvector_literal(indexed_text(c).replace("\x00", "")) for c in chunks]  # jieba before the transaction
         now = time.time()
         with self._tx() as conn:
             # Serialise writers of the same content (replicas ingesting the same file at once).
@@ -185,7 +185,7 @@ class PgvectorStore(PgSearch):
                                 chunk.char_end,
                                 chunk.section,
                                 chunk.token_count,
-                                chunk_text_hash(chunk.text),
+                                chunk_text_hash(indexed_text(chunk)),
                                 tsvs[i],
                                 vec_text(vec),
                             )

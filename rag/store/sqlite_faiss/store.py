@@ -20,7 +20,7 @@ import numpy as np
 
 from rag.errors import KnowledgeBaseError
 from rag.protocols import SearchFilter
-from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument
+from rag.records import Chunk, DocumentInfo, Hit, ParsedDocument, indexed_text
 from rag.store.common import (
     chunk_text_hash,
     document_not_found,
@@ -168,8 +168,8 @@ class SqliteFaissStore:
         that older document in the same transaction.
         """
         doc_id, vectors = validate_write(doc, chunks, vectors, self.dim, self.name)
-        hashes = [chunk_text_hash(c.text) for c in chunks]
-        tokens = [index_text(c.text) for c in chunks]  # jieba outside the write lock's critical part
+        hashes = [chunk_text_hash(indexed_text(c)) for c in chunks]
+        tokens = [index_text(indexed_text(c)) for c in chunks]  # jieba outside the write lock's critical part
         with self._lock:
             same_sha = self._conn.execute("SELECT id FROM documents WHERE sha256=?", (doc.sha256,)).fetchone()
             if same_sha is not None and same_sha[0] != doc_id and same_sha[0] != replaces:
