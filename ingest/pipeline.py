@@ -9,13 +9,19 @@ How a run goes:
 2. **Parse** in worker processes (ingest.workers.ParsePool; `workers`, default settings.ingest.workers;
    0 = one per core, at most 4), with bounded memory, a time and a memory limit per file, and crash
    isolation: a parser error, a file over a limit or a worker that dies fails only that file.
-3. **Chunk** (rag.chunking) and **embed** on this process, in batches of settings.embedder.batch_size
-   texts that span documents, while the workers keep parsing the next files. Vectors already in the
-   store for the same chunk text (sha256) are reused, so re-chunking or re-ingesting an edited
-   document only embeds new text.
+3. **Chunk** (rag.chunking, with contextual headers) on this process.
 4. **Write** each document with one `store.add_document` call (one transaction): a kill at any
    moment leaves every document either fully stored or absent, and rerunning the same command
    resumes with exactly the chunks a clean run gives (document and chunk ids derive from content).
+   - On stores that defer embedding (the embedded store, pgvector) the document is written as soon as
+     it is chunked, without vectors: it is searchable by keyword at once, and the texts to embed wait
+     in the store's queue (ingest.embedqueue). Then the **embedding phase** empties the queue, oldest
+     first, one batch per transaction — unless `wait=False`, which returns once every file is written
+     (`summary.pending` chunks still to embed; the next run, or `citeqa kb embed`, continues).
+   - Otherwise (Milvus) chunks are **embedded** first, in batches of settings.embedder.batch_size that
+     span documents while the workers keep parsing, and the document is written with its vectors.
+   Either way vectors already in the store for the same embedded text (sha256) are reused, so
+   re-chunking or re-ingesting an edited document only embeds new text.
 5. **Prune** (`prune=True`, after the writes): documents whose files under the given folders are gone
    are removed (a document that still has another path only loses the missing one).
 
@@ -40,6 +46,7 @@ import numpy as np
 
 from ingest import planning
 from ingest.discover import discover, folder_roots
+from ingest.embedqueue import QueueLock, defers_embedding, embed_batch, lock_path
 from ingest.records import IngestProgress, IngestSummary, ParseTask, ProgressCallback, Ready, Tally, one_line
 from ingest.workers import ExecutorFactory, ParsePool, default_workers, make_executor
 from rag.chunking import make_chunker
@@ -48,7 +55,7 @@ from rag.protocols import Embedder, Store
 from rag.records import ParsedDocument, indexed_text
 from rag.settings import Settings
 
-__all__ = ["IngestProgress", "IngestSummary", "ProgressCallback", "default_workers", "ingest_paths"]
+__all__ = ["IngestProgress", "IngestSummary", "ProgressCallback", "default_workers", "embed_pending", "ingest_paths"]
 
 # The pool factory, replaceable in tests (e.g. by a thread pool to observe the parser in-process).
 _executor_factory: ExecutorFactory = make_executor
@@ -65,6 +72,7 @@ class _Run:
         self.summary = tally.summary
         self.batch = settings.embedder.batch_size
         self.chunker = make_chunker(settings.chunking, embedder.count_tokens)
+        self.defer = defers_embedding(store)
 
     def ingest(self, tasks: list[ParseTask], workers: int, password: str | None, cancel: threading.Event) -> None:
         if not tasks or self.summary.cancelled:
@@ -148,6 +156,10 @@ class _Run:
                 missing.append(i)
         self.summary.pages += doc.page_count
         self.tally.sized(task, len(chunks))
+        if self.defer:  # written now, without vectors: the store queues what it has no vector for
+            self.tally.chunks_done += len(chunks)
+            self._store(Ready(task, doc, chunks, None, missing, hashes))
+            return
         self.tally.chunks_done += len(chunks) - len(missing)
         ready.append(Ready(task, doc, chunks, vectors, missing, hashes))
 
@@ -175,23 +187,50 @@ class _Run:
                 return
             r = ready.popleft()
             _fill_duplicates(r)
-            key = r.task.found.key
-            t = time.perf_counter()
-            try:
-                info = self.store.add_document(r.doc, r.chunks, r.vectors, replaces=r.task.replaces)
-                for path in r.task.also:
-                    self.store.add_path(info.id, path)
-            except CiteqaError as exc:
-                self.tally.fail_task(r.task, f"{key}: could not be stored ({one_line(str(exc))})")
-                continue
-            finally:
-                self.tally.t["index"] += time.perf_counter() - t
-            s = self.summary
-            (s.updated if r.task.status == "updated" else s.added).append(key)
-            s.deduplicated.extend(r.task.also)
-            s.chunks += len(r.chunks)
-            self.tally.done(key, 1 + len(r.task.also))
-            self.tally.progress("ingesting", force=True)
+            self._store(r)
+
+    def _store(self, r: Ready) -> None:
+        """Write one document (vectors None: the store queues its texts for the embedding phase)."""
+        key = r.task.found.key
+        t = time.perf_counter()
+        try:
+            info = self.store.add_document(r.doc, r.chunks, r.vectors, replaces=r.task.replaces)
+            for path in r.task.also:
+                self.store.add_path(info.id, path)
+        except CiteqaError as exc:
+            self.tally.fail_task(r.task, f"{key}: could not be stored ({one_line(str(exc))})")
+            return
+        finally:
+            self.tally.t["index"] += time.perf_counter() - t
+        s = self.summary
+        (s.updated if r.task.status == "updated" else s.added).append(key)
+        s.deduplicated.extend(r.task.also)
+        s.chunks += len(r.chunks)
+        self.tally.done(key, 1 + len(r.task.also))
+        self.tally.progress("ingesting", force=True)
+
+    def embed_queued(self, lock: Path, cancel: threading.Event) -> None:
+        """The embedding phase: empty the store's queue (see ingest.embedqueue), with progress."""
+        tally = self.tally
+
+        def counts() -> None:
+            tally.embedding_counts(*self.store.embedding_counts())
+            tally.progress("embedding", force=True)
+
+        with QueueLock(lock) as queue:
+            counts()
+            if not queue.wait(cancel, counts):  # another process is embedding this KB: follow it
+                self.summary.cancelled = True
+                return
+            while not cancel.is_set():
+                n, embed_s, store_s = embed_batch(self.store, self.embedder, self.batch)
+                if n == 0:
+                    return
+                tally.t["embed"] += embed_s
+                tally.t["index"] += store_s
+                self.summary.embedded += n
+                counts()
+            self.summary.cancelled = True
 
 
 def _fill_duplicates(r: Ready) -> None:
@@ -215,8 +254,12 @@ def ingest_paths(
     password: str | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    wait: bool = True,
 ) -> IngestSummary:
     """Ingest files and folders into `store` incrementally; see the module docstring.
+
+    `wait=False` returns once every file is written (searchable by keyword); chunks left to embed are
+    in `summary.pending` (only stores that defer embedding return before embedding).
 
     Never raises for a bad file: each failure is one (path, one-line error) in `summary.failed`
     and the batch continues. Store or embedder errors that affect every file do raise.
@@ -226,6 +269,7 @@ def ingest_paths(
     cancel = cancel or threading.Event()
     tally = Tally(on_progress)
     run = _Run(store, embedder, settings, tally)
+    tally.embedding_follows = run.defer and wait
     files, errors = discover(paths, supported_extensions(), glob)
     tally.files_total = len(files) + len(errors)
     for path, error in errors:
@@ -235,6 +279,34 @@ def ingest_paths(
     run.ingest(tasks, workers or default_workers(settings.ingest), password, cancel)
     if prune:
         planning.prune(folder_roots(paths), store, tally)
+    tally.summary.stored_s = time.perf_counter() - tally.t0
+    # Also what earlier runs left queued (a kill, --no-wait): a rerun resumes the embedding.
+    return _embedding_phase(run, store, settings, cancel, wait=wait and not tally.summary.cancelled)
+
+
+def embed_pending(
+    store: Store,
+    embedder: Embedder,
+    settings: Settings,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestSummary:
+    """Only the embedding phase: embed what the store's queue holds (`citeqa kb embed`)."""
+    run = _Run(store, embedder, settings, Tally(on_progress))
+    return _embedding_phase(run, store, settings, cancel or threading.Event(), wait=True)
+
+
+def _embedding_phase(
+    run: _Run, store: Store, settings: Settings, cancel: threading.Event, *, wait: bool
+) -> IngestSummary:
+    """The embedding phase when `wait` (and the store defers embedding), then the summary's totals."""
+    tally = run.tally
+    if run.defer:
+        if wait:
+            run.embed_queued(lock_path(settings, store.name), cancel)
+        embedded, chunks = store.embedding_counts()
+        tally.summary.pending = chunks - embedded
     tally.summary.seconds = time.perf_counter() - tally.t0
     tally.summary.timings = dict(tally.t)
     tally.progress("done", force=True)

@@ -56,6 +56,11 @@ def _display(path: str) -> str:
 
 def progress_line(p: IngestProgress) -> str:
     """One plain line for a progress snapshot."""
+    if p.phase == "embedding":
+        return (
+            f"[embedded {p.embedded:,} of {p.chunks_total:,} chunks] embedding: {p.chunks_per_s:.1f} chunks/s, "
+            f"ETA {_duration(p.eta_s)} (every file is stored and searchable by keyword)"
+        )
     head = f"[{p.files_done}/{p.files_total}]"
     parts = [
         f"{p.pages:,} pages",
@@ -75,9 +80,14 @@ def _totals(s: IngestSummary) -> str:
     pruned = f", pruned {len(s.pruned)}" if s.pruned else ""
     cancelled = " — CANCELLED, run again to finish" if s.cancelled else ""
     rate = f", {s.chunks / s.seconds:.1f} chunks/s" if s.seconds > 0 and s.chunks else ""
+    pending = (
+        f"\n{s.pending:,} chunks are still waiting for embedding: search finds them by keyword until then"
+        if s.pending
+        else ""
+    )
     return (
         f"added {len(s.added)}, updated {len(s.updated)}, skipped {skipped}{dup}, failed {len(s.failed)}{pruned}"
-        f" — {s.chunks:,} chunks from {s.pages:,} pages in {s.seconds:.1f} s{rate}{cancelled}"
+        f" — {s.chunks:,} chunks from {s.pages:,} pages in {s.seconds:.1f} s{rate}{cancelled}{pending}"
     )
 
 
@@ -189,7 +199,7 @@ class ProgressRenderer:
                 TextColumn("[bold]{task.fields[phase]}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("files · {task.fields[pages]} pages · {task.fields[chunks]} chunks"),
+                TextColumn("{task.fields[unit]} · {task.fields[pages]} pages · {task.fields[chunks]} chunks"),
                 TextColumn("· {task.fields[rate]} chunks/s · ETA {task.fields[eta]}"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[current]}", style="dim", markup=False),  # a file name, not markup
@@ -198,12 +208,17 @@ class ProgressRenderer:
             )
             self._progress.start()
             self._task = self._progress.add_task("ingest", total=max(1, p.files_total), **self._fields(p))
-        self._progress.update(self._task, total=max(1, p.files_total), completed=p.files_done, **self._fields(p))
+        if p.phase == "embedding":  # the second phase: the bar counts the KB's embedded chunks
+            total, completed = max(1, p.chunks_total), p.embedded
+        else:
+            total, completed = max(1, p.files_total), p.files_done
+        self._progress.update(self._task, total=total, completed=completed, **self._fields(p))
 
     @staticmethod
     def _fields(p: IngestProgress) -> dict[str, str]:
         name = safe_text(os.path.basename(p.current))
         return {
+            "unit": "chunks embedded" if p.phase == "embedding" else "files",
             "phase": p.phase,
             "pages": f"{p.pages:,}",
             "chunks": f"{p.chunks:,}",

@@ -28,13 +28,18 @@ class IngestProgress:
     chunks_per_s: float
     eta_s: float | None  # seconds left (None until there is a rate to go on)
     elapsed_s: float
-    phase: str  # "scanning" | "ingesting" | "pruning" | "done"
+    phase: str  # "scanning" | "ingesting" | "pruning" | "embedding" | "done"
     current: str = ""  # the file most recently finished
     added: int = 0
     updated: int = 0
     skipped: int = 0
     failed: int = 0
     to_parse: int = 0  # files that need parsing in this run
+    # The knowledge base's "embedded x of y" (chunks with a vector / all chunks), reported from the
+    # embedding phase on; in that phase `chunks`, `chunks_per_s` and `eta_s` follow the embedding.
+    embedded: int = 0
+    chunks_total: int = 0
+    embedding_follows: bool = False  # files are written first and an embedding phase follows in this run
 
 
 @dataclass(slots=True)
@@ -50,6 +55,8 @@ class IngestSummary:
     chunks: int = 0  # chunks written in this run
     pages: int = 0  # pages parsed in this run
     embedded: int = 0  # chunk texts embedded (the rest came from the vector cache)
+    pending: int = 0  # chunks of the KB still waiting for a vector when the run returned (keyword-searchable)
+    stored_s: float = 0.0  # seconds until every document of the run was written (searchable by keyword)
     reused: int = 0  # chunk vectors reused from the store's cache
     seconds: float = 0.0
     cancelled: bool = False
@@ -69,6 +76,8 @@ class IngestSummary:
             "pages": self.pages,
             "embedded": self.embedded,
             "reused": self.reused,
+            "pending": self.pending,
+            "stored_s": round(self.stored_s, 3),
             "cancelled": self.cancelled,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -101,7 +110,7 @@ class Ready:
     task: ParseTask
     doc: ParsedDocument
     chunks: list[Chunk]
-    vectors: np.ndarray
+    vectors: np.ndarray | None  # None: written without vectors (the store queues them)
     missing: deque[int]  # chunk indexes still to embed
     hashes: list[str]
 
@@ -125,6 +134,11 @@ class Tally:
         self.to_parse = 0
         self.work_t0: float | None = None
         self._last_progress = 0.0
+        # The embedding phase: the KB's counts now, and where they and the clock stood when it began.
+        self.kb_embedded = self.kb_chunks = 0
+        self.embed_t0: float | None = None
+        self.embed_base = 0
+        self.embedding_follows = False
 
     def done(self, path: str, n: int = 1) -> None:
         """`n` files finished, the last of them `path`."""
@@ -151,6 +165,12 @@ class Tally:
         for path in task.also:
             self.fail(path, f"{path}: same content as {task.found.key}, which failed: {one_line(error)}")
 
+    def embedding_counts(self, embedded: int, chunks: int) -> None:
+        """The KB's (chunks with a vector, all chunks); the first call starts the embedding phase's clock."""
+        if self.embed_t0 is None:
+            self.embed_t0, self.embed_base = time.perf_counter(), embedded
+        self.kb_embedded, self.kb_chunks = embedded, chunks
+
     def progress(self, phase: str, force: bool = False) -> None:
         if self.on_progress is None:
             return
@@ -159,11 +179,16 @@ class Tally:
             return
         self._last_progress = now
         s = self.summary
+        done = self.chunks_done
         work_s = now - self.work_t0 if self.work_t0 is not None else 0.0
-        rate = self.chunks_done / work_s if work_s > 0.5 and self.chunks_done else 0.0
+        if phase == "embedding" and self.embed_t0 is not None:
+            done, work_s = self.kb_embedded - self.embed_base, now - self.embed_t0
+        rate = done / work_s if work_s > 0.5 and done > 0 else 0.0
         eta: float | None = None
         if phase == "done":
             eta = 0.0
+        elif phase == "embedding":
+            eta = (self.kb_chunks - self.kb_embedded) / rate if rate > 0 else None
         elif rate > 0 and self.chunk_bytes_seen:
             # Chunks still expected: those of parsed files not yet embedded, plus unparsed bytes at the
             # chunks-per-byte seen so far.
@@ -175,7 +200,7 @@ class Tally:
                 files_total=self.files_total,
                 files_done=self.files_done,
                 pages=s.pages,
-                chunks=self.chunks_done,
+                chunks=done,
                 chunks_per_s=rate,
                 eta_s=eta,
                 elapsed_s=now - self.t0,
@@ -186,5 +211,8 @@ class Tally:
                 skipped=len(s.skipped) + len(s.deduplicated),
                 failed=len(s.failed),
                 to_parse=self.to_parse,
+                embedded=self.kb_embedded,
+                chunks_total=self.kb_chunks,
+                embedding_follows=self.embedding_follows,
             )
         )

@@ -27,6 +27,7 @@ from rag.commands.documents import (
     cmd_docs_list,
     cmd_docs_remove,
     cmd_ingest,
+    cmd_kb_embed,
     cmd_kb_export,
     cmd_kb_help,
     cmd_kb_import,
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="Remove documents whose files under PATH are gone.")
     p.add_argument("--password", default=None, help="Password for encrypted PDFs.")
     p.add_argument("--strict", action="store_true", help="Exit with status 3 when any file failed.")
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="Return once every file is stored and searchable by keyword; a background `citeqa kb embed` "
+        "adds the vectors (dense search) meanwhile.",
+    )
 
     p = add("search", "Show the chunks that best match a question.", cmd_search)
     p.add_argument("question")
@@ -160,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     kb_add("list", "List knowledge bases.", cmd_kb_list)
     kb_add("stats", "Show a knowledge base's size and settings.", cmd_kb_stats).add_argument("name")
+    q = kb_add(
+        "embed",
+        "Embed the chunks still waiting for vectors (after `ingest --no-wait` or an interrupted ingest).",
+        cmd_kb_embed,
+    )
+    q.add_argument("name")
     q = kb_add("remove", "Delete a knowledge base and its indexes (asks for confirmation first).", cmd_kb_remove)
     q.add_argument("name")
     q.add_argument(
@@ -215,6 +229,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flat in FLAT_NAMES:
         if flat.flag is not None and hasattr(args, _flag_dest(flat)):
             out[f"{flat.section}.{flat.field}"] = getattr(args, _flag_dest(flat))
+    return out
+
+
+def global_argv(args: argparse.Namespace) -> list[str]:
+    """The global options `args` was given, as arguments again (for a background `citeqa` it starts)."""
+    out: list[str] = ["--config", str(args.config)] if hasattr(args, "config") else []
+    for item in getattr(args, "set", []) or []:
+        out += ["--set", item]
+    for flat in FLAT_NAMES:
+        if flat.flag is not None and hasattr(args, _flag_dest(flat)):
+            out += [flat.flag, str(getattr(args, _flag_dest(flat)))]
     return out
 
 

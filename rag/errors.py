@@ -72,6 +72,10 @@ class IndexMismatch(KnowledgeBaseError):
     """The knowledge base was chunked or keyword-indexed by other rules than the running code's."""
 
 
+class EmbeddingsPending(KnowledgeBaseError):
+    """The operation needs every chunk's vector, and some are still in the embedding queue."""
+
+
 class DocumentNotFound(KnowledgeBaseError):
     pass
 

@@ -74,6 +74,7 @@ class Store(Protocol):
     embedder_id: str
     dim: int
     manifest: Manifest  # embedder, dim, chunker settings and index parameters recorded at creation
+    defers_embedding: bool  # class attribute: True when add_document accepts vectors=None (embed later)
 
     # --- documents -------------------------------------------------------------------------
     def find_by_sha(self, sha256: str) -> DocumentInfo | None: ...
@@ -84,7 +85,7 @@ class Store(Protocol):
         self,
         doc: ParsedDocument,
         chunks: list[Chunk],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         *,
         replaces: str | None = None,
     ) -> DocumentInfo:
@@ -92,6 +93,10 @@ class Store(Protocol):
 
         `replaces` is the id of a previous version (same path, changed content) removed in the
         same transaction. Chunk ids / doc_id in `chunks` are already set by the caller.
+
+        `vectors=None` (only where `defers_embedding`): the chunks are keyword-searchable at once; a chunk
+        whose embedding key (chunk_text_hash(indexed_text(c))) already has a stored vector uses it, every
+        other key is queued in the store, in the same transaction, with its embedding input indexed_text(c).
         """
         ...
 
@@ -126,6 +131,21 @@ class Store(Protocol):
         """Vectors already stored for chunk texts with these sha256 hashes (re-chunk without re-embed)."""
         ...
 
+    # --- deferred embedding (the queue lives in the store: it survives kill -9 and restarts) ------
+    def pending_embeddings(self, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` (key, embedding input) pairs still to embed, oldest first (the order they were queued)."""
+        ...
+
+    def add_embeddings(self, keys: Sequence[str], vectors: np.ndarray) -> int:
+        """Store vectors for the keys still queued and dequeue them, in one transaction; returns how many keys
+        were stored. Keys no longer queued (their document removed, or embedded by another process) are
+        ignored. Every reader (this or another process) sees the vectors on its next search."""
+        ...
+
+    def embedding_counts(self) -> tuple[int, int]:
+        """(chunks that have a vector, all chunks); cheap enough to poll every few seconds."""
+        ...
+
     # --- search ----------------------------------------------------------------------------
     def dense_search(self, vector: np.ndarray, k: int, flt: SearchFilter | None = None) -> list[Hit]: ...
 
@@ -143,12 +163,13 @@ class Store(Protocol):
         ...
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[list[Chunk], np.ndarray]]:
-        """Every chunk with its stored vector, in batches; each document's chunks contiguous (export, migration)."""
+        """Every chunk that has a vector, with it, in batches; each document's chunks contiguous (export, migration).
+        Chunks still queued to embed are left out (rag.store.migrate refuses a KB that has any)."""
         ...
 
     # --- housekeeping ----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """At least {"documents", "chunks", "embedder", "dim", "backend"}."""
+        """At least {"documents", "chunks", "embedded", "pending", "embedder", "dim", "backend"}."""
         ...
 
     def rebuild_indexes(self) -> None:
@@ -168,6 +189,7 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
     keyword_coverage: float = 0.0  # the best keyword hit's share of the question's content words
     languages: frozenset[str] = frozenset()  # "zh"/"en": the languages of all candidates, before the cut to k
+    unembedded: int = 0  # chunks of the KB still waiting for a vector (found by keyword only)
 
 
 @runtime_checkable

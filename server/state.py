@@ -204,6 +204,11 @@ class AppState:
                 self._stores[kb] = store
             return store
 
+    def open_stores(self) -> dict[str, Store]:
+        """The knowledge bases this process has open now (for /metrics; opening one there would be slow)."""
+        with self._lock:
+            return dict(self._stores)
+
     def retriever(self, kb: str) -> Retriever:
         from rag.retrieval import make_retriever
 

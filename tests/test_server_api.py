@@ -61,6 +61,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         upload = r.json()
         job = wait_job(client, upload["job"]["id"])
         assert job["state"] == "succeeded", job
+        # The job wrote the file first, then embedded it: its progress says "embedded x of y".
+        assert job["progress"]["embedded"] == job["progress"]["chunks_total"] > 0, job["progress"]
         doc = client.get("/v1/kbs/docs/documents").json()["documents"][0]
         yield {"client": client, "settings": settings, "upload": upload, "job": job, "doc": doc, "pdf": pdf}
 
@@ -438,6 +440,10 @@ def test_metrics_and_json_access_log(world: dict[str, Any], caplog: pytest.LogCa
     assert "citeqa_http_request_duration_seconds_bucket" in text
     assert 'citeqa_ingest_jobs_total{state="succeeded"}' in text
     assert "citeqa_ingest_progress_ratio" in text and "citeqa_models_ready 1.0" in text
+    # Embedded x of y per open KB: the upload's job waited for its vectors, so every chunk has one.
+    chunks = client.get("/v1/kbs/docs").json()["chunks"]
+    assert f'citeqa_kb_chunks{{kb="docs"}} {float(chunks)}' in text
+    assert f'citeqa_kb_chunks_embedded{{kb="docs"}} {float(chunks)}' in text
 
 
 def test_web_page_is_served_offline(world: dict[str, Any]) -> None:

@@ -145,7 +145,10 @@ def fake_query(text: str) -> np.ndarray:
 
 
 # Every backend's stats() has these keys (rag.store.common.store_stats); extras follow.
-STATS_KEYS = {"name", "backend", "documents", "chunks", "pages", "embedder", "dim", "index", "keyword", "disk_bytes"}
+STATS_KEYS = {
+    *("name", "backend", "documents", "chunks", "pages", "embedder", "dim", "index", "keyword", "disk_bytes"),
+    *("embedded", "pending"),  # deferred embedding: chunks with a vector, texts queued to embed
+}
 
 
 def test_create_ingest_and_read_back(store: Store, backend_settings: Settings) -> None:
@@ -168,6 +171,8 @@ def test_create_ingest_and_read_back(store: Store, backend_settings: Settings) -
     assert stats["documents"] == 1 and stats["chunks"] == len(chunks) and stats["embedder"] == "fake"
     assert stats["dim"] == 64 and stats["backend"] == store.backend == backend_settings.store.backend
     assert STATS_KEYS <= set(stats) and stats["pages"] == 2 and stats["name"] == store.name
+    assert (stats["embedded"], stats["pending"]) == (len(chunks), 0)
+    assert store.embedding_counts() == (len(chunks), len(chunks)) and store.pending_embeddings(5) == []
     assert isinstance(stats["index"], dict) and stats["index"]["kind"] in ("flat", "hnsw")
     assert store.document_pages(info.id) == [(1, ZH_PAGES[0]), (2, ZH_PAGES[1])]
     assert store.document_metadata(info.id) == {"lang": "zh"}

@@ -35,13 +35,55 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             prune=args.prune,
             password=args.password,
             on_progress=renderer.update,
+            wait=args.wait,
         )
+        kb = store.name
     finally:
         store.close()
     renderer.finish(summary)
+    if summary.pending and not args.wait and not summary.cancelled:
+        _embed_in_background(args, settings, kb)
     if args.json:
         print_json(summary.to_json())
     return 3 if args.strict and summary.to_json()["failed"] else 0
+
+
+def _embed_in_background(args: argparse.Namespace, settings: Settings, kb: str) -> None:
+    """Start `citeqa kb embed KB` detached (own session: it outlives this terminal), logging to the home."""
+    import subprocess
+
+    from ingest.embedqueue import lock_path
+    from rag.cli import global_argv
+
+    log = lock_path(settings, kb).with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "rag.cli", *global_argv(args), "kb", "embed", kb]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    print(
+        f"citeqa: embedding in the background (pid {proc.pid}, log {log}); "
+        f"`citeqa kb stats {kb}` shows how many chunks are embedded",
+        file=sys.stderr,
+    )
+
+
+def cmd_kb_embed(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.pipeline import embed_pending
+    from ingest.progress import ProgressRenderer
+
+    store, embedder = open_store(settings, args.name)
+    renderer = ProgressRenderer(stream=sys.stderr)
+    try:
+        summary = embed_pending(store, embedder, settings, on_progress=renderer.update)
+    finally:
+        store.close()
+    renderer.close()
+    data = {"kb": args.name, "embedded": summary.embedded, "pending": summary.pending,
+            "seconds": round(summary.seconds, 1), "cancelled": summary.cancelled}  # fmt: skip
+    report(args, data)
+    return 0
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,6 +102,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if result.no_evidence:
         print("(no chunk passes the relevance floor; the closest ones follow)")
+    if result.unembedded:
+        print(f"({result.unembedded:,} chunks are still being embedded: until then they are found by keyword only)")
     for i, row in enumerate(rows, 1):
         text = " ".join(str(row["text"]).split())
         print(f"{i}. {row['doc']} · p.{row['page']} · score {row['score']:.3f}\n   {text[:300]}")
@@ -97,6 +141,8 @@ def cmd_kb_stats(args: argparse.Namespace, settings: Settings) -> int:
         print_json(stats)
     else:
         for key, value in stats.items():
+            if key == "embedded" and "chunks" in stats:
+                value = f"{value:,} of {stats['chunks']:,} chunks"  # the rest are searchable by keyword only
             print(f"{key:>14}: {value}")
     return 0
 

@@ -5,19 +5,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rag.errors import ConfigError
 from rag.protocols import Embedder, Retriever, Store
 from rag.records import Hit
 from rag.retrieval.hybrid import HybridRetriever
 from rag.settings import RetrievalSettings
 
+if TYPE_CHECKING:
+    from rag.retrieval.translate import GeneratorSource
+
 __all__ = ["HybridRetriever", "explain_hit", "hit_to_dict", "make_retriever"]
 
 
-def make_retriever(store: Store, embedder: Embedder, settings: RetrievalSettings) -> Retriever:
-    """The retriever described by `settings` (mode, fusion weights, reranker, neighbours, floor)."""
-    return HybridRetriever(store, embedder, settings)
+def make_retriever(
+    store: Store,
+    embedder: Embedder,
+    settings: RetrievalSettings,
+    generator: GeneratorSource | None = None,
+) -> Retriever:
+    """The retriever described by `settings` (mode, fusion weights, reranker, neighbours, floor).
+
+    `generator` (the LLM, or a function that loads it on first use) is needed only with
+    query_translation="llm"; the LLM is then called only for a cross-language question."""
+    translator = None
+    if settings.query_translation == "llm":
+        if generator is None:
+            raise ConfigError(
+                "retrieval.query_translation='llm' needs the LLM where the retriever is built "
+                "(make_retriever(..., generator=...)); set it to 'off' to search without translating"
+            )
+        from rag.retrieval.translate import QueryTranslator
+
+        translator = QueryTranslator(generator)
+    return HybridRetriever(store, embedder, settings, translator=translator)
 
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
@@ -51,6 +73,8 @@ def explain_hit(scores: dict[str, float]) -> str:
         ("period", "header year"),
         ("concepts", "statement wording"),
         ("concepts_routed", "statement wording in routed docs"),
+        ("dense_translated", "dense of the translated question"),
+        ("keyword_translated", "keyword of the translated question"),
     ):
         rank = scores.get(f"{name}_rank")
         if rank is not None:

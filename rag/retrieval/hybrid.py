@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from rag.lang import detect_language
 from rag.protocols import Embedder, Retrieval, SearchFilter, Store
@@ -23,6 +24,9 @@ from rag.retrieval.periods import expand_periods, header_years, question_years
 from rag.retrieval.routing import DocumentRouter
 from rag.settings import RetrievalSettings
 from rag.text.features import features, question_features
+
+if TYPE_CHECKING:
+    from rag.retrieval.translate import QueryTranslator
 
 KEYWORD_FLOOR_HITS = 3  # keyword hits whose coverage of the question the floor looks at
 
@@ -55,11 +59,13 @@ class HybridRetriever:
         embedder: Embedder,
         settings: RetrievalSettings,
         reranker: object | None = None,
+        translator: QueryTranslator | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self._reranker = reranker
+        self.translator = translator  # retrieval.query_translation="llm" (rag/retrieval/translate.py)
         self._router: DocumentRouter | None = None
 
     @property
@@ -130,6 +136,16 @@ class HybridRetriever:
                         found = self.store.keyword_search(concepts, pool, scope)
                         rankings.append(("concepts_routed", lambda h: s.concept_weight * routed(h), found))
                 timings["routing_ms"] = (time.perf_counter() - t) * 1000
+            # --- query translation (rag/retrieval/translate.py): a cross-language question's translation
+            # adds its dense and keyword rankings; its side of the relevance floor is counted below.
+            translation = None
+            if self.translator is not None and s.mode == "hybrid":
+                translation = self.translator.search(query, dense + keyword, self.store, self.embedder, s, pool, flt)
+                if translation is not None:
+                    rankings += translation.rankings
+                    timings["translate_ms"] = translation.translate_ms
+                    timings["translated_search_ms"] = translation.search_ms
+            # --- end query translation
 
         t = time.perf_counter()
         if s.mode == "hybrid":
@@ -169,8 +185,16 @@ class HybridRetriever:
 
         best = max((h.score for h in dense), default=0.0)
         coverage = keyword_coverage(query, keyword[:KEYWORD_FLOOR_HITS])
+        if translation is not None:  # query translation: evidence in the other language counts too
+            best, coverage = max(best, translation.best_score), max(coverage, translation.keyword_coverage)
+        unembedded = self._unembedded() if s.mode != "keyword" else 0
         if s.mode == "keyword":
             no_evidence = not hits
+        elif unembedded and keyword:
+            # Chunks still waiting for their vector cannot score on the dense side, so a low dense best
+            # says nothing about them: while the KB is being embedded, keyword hits are never refused
+            # here (the answer step still checks every citation against its page).
+            no_evidence = False
         else:
             no_evidence = (not dense or best < s.min_score) and coverage < s.min_keyword_coverage
         timings["total_ms"] = (time.perf_counter() - start) * 1000
@@ -181,7 +205,16 @@ class HybridRetriever:
             timings=timings,
             keyword_coverage=coverage,
             languages=frozenset(detect_language(h.chunk.text) for h in dense + keyword),
+            unembedded=unembedded,
         )
+
+    def _unembedded(self) -> int:
+        """Chunks without a vector yet (a store without a queue has none)."""
+        counts = getattr(self.store, "embedding_counts", None)
+        if counts is None:
+            return 0
+        embedded, chunks = counts()
+        return max(0, chunks - embedded)
 
     def _with_neighbours(self, hits: list[Hit], n: int) -> list[Hit]:
         """Add adjacent chunks on the same page(s) right after each hit (retriever="neighbour")."""

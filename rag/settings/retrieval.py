@@ -44,6 +44,13 @@ class RetrievalSettings(Section):
         "question, Chinese pages, or the reverse), let the model translate the question (~1-2 s) and retrieve "
         "with both (rag/crosslingual.py).",
     )
+    query_translation: Literal["off", "llm"] = Field(
+        "off",
+        description="Inside retrieval (search, eval, ask): 'llm' translates a question over a KB that holds the "
+        "other language with the local LLM (cached) and fuses the translation's dense and keyword rankings in "
+        "hybrid mode — rag/retrieval/translate.py. Needs the LLM where the retriever is built.",
+    )
+    translated_weight: float = Field(1.0, ge=0, description="Weight of each translated ranking in fusion.")
     neighbours: int = Field(0, ge=0, le=3, description="Adjacent chunks added around each hit (same document).")
     routing: bool = Field(
         False,

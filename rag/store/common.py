@@ -50,24 +50,44 @@ def doc_id_of(doc: ParsedDocument, chunks: Sequence[Chunk]) -> str:
     return str(doc.metadata.get("doc_id") or doc.sha256[:16])
 
 
+def _check_vectors(vectors: np.ndarray, rows: int, dim: int, kb: str, what: str) -> np.ndarray:
+    """`vectors` as float32 of shape (rows, dim), else InvalidRequest naming `what` (a source, or the call)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    got = vectors.shape[0] if vectors.ndim == 2 else 0 if vectors.size == 0 else -1
+    if rows != got:
+        raise InvalidRequest(f"{what}: {rows} chunks but vectors of shape {vectors.shape}")
+    if rows and vectors.shape[1] != dim:
+        raise InvalidRequest(f"{what}: vectors are {vectors.shape[1]}-d, knowledge base {kb!r} holds {dim}-d")
+    return vectors.reshape(rows, dim) if rows else np.zeros((0, dim), np.float32)
+
+
 def validate_write(
-    doc: ParsedDocument, chunks: Sequence[Chunk], vectors: np.ndarray, dim: int, kb: str
-) -> tuple[str, np.ndarray]:
-    """Check an `add_document` call before anything is written; returns (doc id, float32 vectors of shape (n, dim)).
+    doc: ParsedDocument, chunks: Sequence[Chunk], vectors: np.ndarray | None, dim: int, kb: str
+) -> tuple[str, np.ndarray | None]:
+    """Check an `add_document` call before anything is written; returns (doc id, float32 vectors of shape (n, dim)),
+    or (doc id, None) for a deferred-embedding write (`vectors=None`, see Store.defers_embedding).
 
     Every backend raises the same InvalidRequest (HTTP 400) for one vector per chunk missing, vectors of
     the wrong width, or chunks of several documents.
     """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    rows = vectors.shape[0] if vectors.ndim == 2 else 0 if vectors.size == 0 else -1
-    if len(chunks) != rows:
-        raise InvalidRequest(f"{doc.source}: {len(chunks)} chunks but vectors of shape {vectors.shape}")
-    if chunks and vectors.shape[1] != dim:
-        raise InvalidRequest(f"{doc.source}: vectors are {vectors.shape[1]}-d, knowledge base {kb!r} holds {dim}-d")
+    checked = None if vectors is None else _check_vectors(vectors, len(chunks), dim, kb, doc.source)
     doc_id = doc_id_of(doc, chunks)
     if any(c.doc_id != doc_id for c in chunks):
         raise InvalidRequest(f"{doc.source}: chunks belong to more than one document id")
-    return doc_id, vectors.reshape(len(chunks), dim) if chunks else np.zeros((0, dim), np.float32)
+    return doc_id, checked
+
+
+def validate_embeddings(keys: Sequence[str], vectors: np.ndarray, dim: int, kb: str) -> dict[str, np.ndarray]:
+    """Check an `add_embeddings` call (one `dim`-wide vector per key, as validate_write); returns key -> vector."""
+    checked = _check_vectors(vectors, len(keys), dim, kb, "add_embeddings")
+    return dict(zip(keys, checked))
+
+
+def not_deferred(kb: str, backend: str) -> InvalidRequest:
+    """add_document(vectors=None) on a backend whose rows need their vector (Store.defers_embedding False)."""
+    return InvalidRequest(
+        f"knowledge base {kb!r} ({backend}) stores a chunk only with its vector: embed before add_document"
+    )
 
 
 def chunk_from_row(row: Sequence[Any]) -> Chunk:
@@ -126,9 +146,13 @@ def store_stats(
     index: dict[str, Any],
     keyword: str,
     disk_bytes: int,
+    embedded: int,
+    pending: int,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The one `Store.stats()` shape: these keys on every backend, then the backend's own extras."""
+    """The one `Store.stats()` shape: these keys on every backend, then the backend's own extras.
+
+    `embedded`: chunks that have a vector (dense-searchable); `pending`: distinct chunk texts queued to embed."""
     return {
         "name": store.name,
         "backend": store.backend,
@@ -140,6 +164,8 @@ def store_stats(
         "index": index,
         "keyword": keyword,
         "disk_bytes": int(disk_bytes),
+        "embedded": int(embedded),
+        "pending": int(pending),
         **extra,
     }
 

@@ -9,6 +9,8 @@ The export file is one SQLite database (tables `meta`, `documents`, `pages`, `ch
 float32 blobs), readable anywhere without citeqa. Copies are resumable: a document whose sha256 is
 already in the target is skipped, so re-running after an interruption finishes the job. Each
 document lands in the target through `Store.add_document`, so the target's own atomicity applies.
+A KB with chunks still queued to embed (deferred embedding) is refused with EmbeddingsPending (409)
+saying how many: the copy carries vectors, so embed first (`citeqa kb embed NAME`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag.chunking.context import apply_headers
-from rag.errors import InvalidRequest, KnowledgeBaseError
+from rag.errors import EmbeddingsPending, InvalidRequest, KnowledgeBaseError
 from rag.records import Chunk, DocumentInfo, Page, ParsedDocument
 from rag.store.private import touch_private
 
@@ -92,7 +94,23 @@ def _chunk_groups(store: Store) -> Iterator[tuple[str, list[Chunk], np.ndarray]]
         yield current, chunks, np.stack(vecs)
 
 
-def _items_from_store(store: Store) -> tuple[int, Iterator[_Item]]:
+def embeddings_pending(store: Store, queued: int, doing: str) -> EmbeddingsPending:
+    return EmbeddingsPending(
+        f"{queued} chunks of knowledge base {store.name!r} are still waiting to be embedded; run "
+        f"`citeqa kb embed {store.name}` (or wait for the ingest or the server to finish) before {doing}"
+    )
+
+
+def require_embedded(store: Store, doing: str) -> None:
+    """Refuse to copy a KB with chunks still queued to embed (deferred embedding): the copy carries vectors, and
+    a chunk without one would be lost (iter_vectors leaves it out) or need a queue the target may not have."""
+    embedded, total = store.embedding_counts()
+    if embedded < total:
+        raise embeddings_pending(store, total - embedded, doing)
+
+
+def _items_from_store(store: Store, doing: str) -> tuple[int, Iterator[_Item]]:
+    require_embedded(store, doing)
     infos = {d.id: d for d in store.list_documents()}
 
     def items() -> Iterator[_Item]:
@@ -101,6 +119,8 @@ def _items_from_store(store: Store) -> tuple[int, Iterator[_Item]]:
             info = pending.pop(doc_id, None)
             if info is None:  # chunks of a document removed meanwhile
                 continue
+            if len(chunks) < info.chunks:  # re-queued since the check (another process rewrote it)
+                raise embeddings_pending(store, info.chunks - len(chunks), doing)
             yield _item(
                 store,
                 info,
@@ -108,6 +128,8 @@ def _items_from_store(store: Store) -> tuple[int, Iterator[_Item]]:
                 vectors[np.argsort([c.ordinal for c in chunks], kind="stable")],
             )
         for info in pending.values():  # documents without chunks
+            if info.chunks:
+                raise embeddings_pending(store, info.chunks, doing)
             yield _item(store, info, [], np.zeros((0, store.dim), dtype=np.float32))
 
     return len(infos), items()
@@ -172,7 +194,7 @@ def migrate_kb(src: Store, dst: Store, on_progress: Progress | None = None) -> d
     are skipped, so an interrupted migration can simply be run again.
     """
     _check_compatible(src.embedder_id, src.dim, dst)
-    total, items = _items_from_store(src)
+    total, items = _items_from_store(src, "migrating")
     return _copy(items, total, dst, on_progress, headers=bool(src.manifest.chunker.get("headers")))
 
 
@@ -233,6 +255,7 @@ def export_kb(store: Store, path: str | Path, on_progress: Progress | None = Non
     path = Path(path)
     if path.exists():
         raise InvalidRequest(f"{path}: already exists; export writes a new file")
+    require_embedded(store, "exporting")  # before the file exists
     started = time.perf_counter()
     tmp = path.with_name(path.name + ".partial")
     tmp.unlink(missing_ok=True)
@@ -251,7 +274,7 @@ def export_kb(store: Store, path: str | Path, on_progress: Progress | None = Non
             "exported_at": time.time(),
         }
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        total, items = _items_from_store(store)
+        total, items = _items_from_store(store, "exporting")
         docs = chunks = 0
         for n, item in enumerate(items, start=1):
             d = item.doc

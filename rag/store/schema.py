@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS vectors (
     text_sha256 TEXT PRIMARY KEY,
     vector BLOB NOT NULL
 ) WITHOUT ROWID;
+-- The embedding queue (deferred embedding): each chunk text with no row in `vectors` yet, with its embedding
+-- input (header + text: headers are stored nowhere else). A rowid table, so rowid order is queue order.
+-- Every chunk's text_sha256 is in exactly one of `vectors` and `pending_embeddings` (same transactions).
+CREATE TABLE IF NOT EXISTS pending_embeddings (
+    text_sha256 TEXT PRIMARY KEY,
+    text TEXT NOT NULL
+);
 """
 
 

@@ -28,5 +28,6 @@ def search(body: SearchRequest, state: StateDep, principal: PrincipalDep) -> dic
         "hits": [hit_to_dict(h) for h in result.hits],
         "no_evidence": bool(result.no_evidence),
         "best_score": float(result.best_score),
+        "unembedded": int(result.unembedded),
         "timings": {key: float(v) for key, v in (result.timings or {}).items()},
     }

@@ -11,6 +11,11 @@ collections named `kb_<hash of name>_*`:
   pages   page text (split in parts under Milvus's VARCHAR limit)
   paths   path -> doc id (dedup by sha256: one document, many paths)
 
+Deferred embedding is not offered (`MilvusStore.defers_embedding` is False): a Milvus row needs its vector,
+so `add_document(vectors=None)` raises InvalidRequest, `pending_embeddings()` is always empty,
+`add_embeddings()` stores 0 for an empty call (InvalidRequest otherwise) and `embedding_counts()` is
+(chunks, chunks). Callers embed before add_document on this backend.
+
 schema.py: the collections; client.py: clients and expressions; publish.py: the crash-safe write
 protocol; store.py: reads and search. This module: the backend that creates, lists and drops KBs.
 """

@@ -17,7 +17,7 @@ import numpy as np
 
 from rag.records import Chunk, DocumentInfo, ParsedDocument, indexed_text
 from rag.store.analyzer import tokenize
-from rag.store.common import chunk_text_hash, validate_write
+from rag.store.common import chunk_text_hash, not_deferred, validate_write
 from rag.store.milvus.client import lit, split_utf8, truncate_utf8
 from rag.store.milvus.schema import DOC_FIELDS, MAX_VARCHAR, dummy
 
@@ -100,11 +100,15 @@ class MilvusPublish:
         self,
         doc: ParsedDocument,
         chunks: list[Chunk],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         *,
         replaces: str | None = None,
     ) -> DocumentInfo:
-        """Publish a document: 'writing' row, pages + chunks, flush, 'ready' row, drop the replaced one."""
+        """Publish a document: 'writing' row, pages + chunks, flush, 'ready' row, drop the replaced one.
+
+        A Milvus row needs its vector, so `vectors=None` (deferred embedding) is refused: InvalidRequest."""
+        if vectors is None:
+            raise not_deferred(self.name, "milvus")
         doc_id, vectors = validate_write(doc, chunks, vectors, self.dim, self.name)
         c = self._client()
         same = c.query(self._docs, filter=f'sha256 == {lit(doc.sha256)} and state == "ready"', output_fields=["id"])

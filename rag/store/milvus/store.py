@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.errors import KnowledgeBaseError
+from rag.errors import InvalidRequest, KnowledgeBaseError
 from rag.protocols import SearchFilter
 from rag.records import Chunk, DocumentInfo, Hit
 from rag.store.analyzer import tokenize
@@ -49,6 +49,7 @@ class MilvusStore(MilvusPublish):
     """One knowledge base in Milvus (see rag/store/milvus/__init__.py for the collections)."""
 
     backend = BACKEND
+    defers_embedding = False  # a Milvus row needs its vector: add_document embeds first (see the package doc)
 
     def __init__(self, client: MilvusClient, uri: str, name: str, prefix: str, manifest: Manifest) -> None:
         self.name = name
@@ -323,6 +324,21 @@ class MilvusStore(MilvusPublish):
             for i, h in enumerate(res[0])
         ]
 
+    # ------------------------------------------------------------------ deferred embedding: not here
+    def pending_embeddings(self, limit: int) -> list[tuple[str, str]]:
+        """Always empty: every stored chunk has its vector (defers_embedding is False)."""
+        return []
+
+    def add_embeddings(self, keys: Sequence[str], vectors: np.ndarray) -> int:
+        """Nothing is ever queued: an empty call stores 0, any other is the caller's error."""
+        if len(keys) == 0:
+            return 0
+        raise InvalidRequest(f"knowledge base {self.name!r} (milvus) has no embedding queue: nothing to add vectors to")
+
+    def embedding_counts(self) -> tuple[int, int]:
+        chunks = sum(int(r["chunks"]) for r in self._visibility()[0])
+        return chunks, chunks
+
     # ------------------------------------------------------------------ housekeeping
     def stats(self) -> dict[str, Any]:
         visible, hidden = self._visibility()
@@ -337,6 +353,8 @@ class MilvusStore(MilvusPublish):
             index=dict(INDEX_PARAMS),
             keyword="milvus-bm25",
             disk_bytes=disk,
+            embedded=sum(int(r["chunks"]) for r in visible),
+            pending=0,
             collections=[self._chunks, self._docs, self._pages, self._paths],
             uri=self.uri,
             pending_documents=len(hidden),

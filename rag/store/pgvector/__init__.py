@@ -5,8 +5,10 @@ Layout: one schema `citeqa` with the registry (`citeqa.kbs`: name -> schema + ma
 works) holding documents, doc_paths, pages and chunks, and its own `migrations` table. Vectors live
 in a `vector(dim)` column with an HNSW index (inner product on normalised vectors = cosine).
 
+A chunk may be stored before its vector (deferred embedding: embedding NULL until add_embeddings).
+
 migrations.py: the schema; pool.py: connection pools; search.py: dense/keyword/hybrid search;
-store.py: one KB. This module: the backend that creates, lists and drops KBs.
+queue.py: the embedding queue; store.py: one KB. This module: the backend that creates, lists and drops KBs.
 """
 
 from __future__ import annotations

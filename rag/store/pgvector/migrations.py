@@ -83,6 +83,16 @@ KB_MIGRATIONS: list[tuple[int, list[str]]] = [
             HNSW_INDEX.replace("{exists}", ""),
         ],
     ),
+    (
+        # Deferred embedding: a chunk may be stored before its vector (embedding NULL, its embedding input
+        # in embed_text until then). The partial index finds the queue and stays empty once all is embedded.
+        2,
+        [
+            "ALTER TABLE {s}.chunks ALTER COLUMN embedding DROP NOT NULL",
+            "ALTER TABLE {s}.chunks ADD COLUMN embed_text text",
+            "CREATE INDEX chunks_pending ON {s}.chunks (text_sha) WHERE embedding IS NULL",
+        ],
+    ),
 ]
 
 

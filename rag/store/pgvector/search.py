@@ -122,8 +122,11 @@ class PgSearch:
             if not flt:
                 ef = min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * k))
                 conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+                # Chunks still queued to embed (embedding NULL) are not in the HNSW index; an exact scan
+                # (no index, during a bulk load) would sort them last with a NULL score, so exclude them.
                 rows = conn.execute(
-                    self._sql(scored + "ORDER BY c.embedding <#> %s::vector LIMIT %s"), (q, q, k)
+                    self._sql(scored + "WHERE c.embedding IS NOT NULL ORDER BY c.embedding <#> %s::vector LIMIT %s"),
+                    (q, q, k),
                 ).fetchall()
                 return hits(rows, "dense")
             matching, total = self._filtered_rows(conn, flt)
@@ -137,7 +140,8 @@ class PgSearch:
                 conn.execute(f"SET LOCAL hnsw.ef_search = {max(fetch, EF_SEARCH_MIN)}")
                 rows = conn.execute(
                     self._sql(
-                        f"SELECT * FROM ({scored}ORDER BY c.embedding <#> %s::vector LIMIT %s) c "
+                        f"SELECT * FROM ({scored}WHERE c.embedding IS NOT NULL "
+                        "ORDER BY c.embedding <#> %s::vector LIMIT %s) c "
                         f"WHERE {where} ORDER BY score DESC LIMIT %s"
                     ),
                     (q, q, max(fetch, EF_SEARCH_MIN), *params, k),
@@ -147,7 +151,10 @@ class PgSearch:
             # Narrow filter (or the over-fetch came up short): exact scan of the filtered chunks.
             # `+ 0` keeps the planner off the HNSW index, whose scan would drop filtered rows.
             rows = conn.execute(
-                self._sql(scored + f"WHERE {where} ORDER BY (c.embedding <#> %s::vector) + 0 LIMIT %s"),
+                self._sql(
+                    scored
+                    + f"WHERE {where} AND c.embedding IS NOT NULL ORDER BY (c.embedding <#> %s::vector) + 0 LIMIT %s"
+                ),
                 (q, *params, q, k),
             ).fetchall()
             return hits(rows, "dense")

@@ -29,6 +29,7 @@ from rag.store.common import (
 from rag.store.manifest import Manifest
 from rag.store.pgvector.migrations import HNSW_EF_CONSTRUCTION, HNSW_INDEX, HNSW_M
 from rag.store.pgvector.pool import redact
+from rag.store.pgvector.queue import PgEmbeddingQueue
 from rag.store.pgvector.search import CHUNK_COLUMNS, PgSearch, parse_vec, tsvector_literal, vec_text
 
 if TYPE_CHECKING:
@@ -39,10 +40,11 @@ BACKEND = "pgvector"
 INDEX_PARAMS = {"kind": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
 
 
-class PgvectorStore(PgSearch):
+class PgvectorStore(PgSearch, PgEmbeddingQueue):
     """One knowledge base in PostgreSQL (see rag/store/pgvector/__init__.py for the layout)."""
 
     backend = BACKEND
+    defers_embedding = True
 
     def __init__(self, pool: ConnectionPool, name: str, schema: str, manifest: Manifest, url: str) -> None:
         self.name = name
@@ -121,13 +123,19 @@ class PgvectorStore(PgSearch):
         self,
         doc: ParsedDocument,
         chunks: list[Chunk],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         *,
         replaces: str | None = None,
     ) -> DocumentInfo:
-        """Store a document, its pages, chunks and vectors in one transaction (see Store)."""
+        """Store a document, its pages, chunks and vectors in one transaction (see Store).
+
+        `vectors=None`: chunks go in with embedding NULL and their embedding input in embed_text (the queue);
+        those whose text the KB has embedded already take that vector in the same transaction.
+        """
         doc_id, vectors = validate_write(doc, chunks, vectors, self.dim, self.name)
-        tsvs = [tsvector_literal(indexed_text(c).replace("\x00", "")) for c in chunks]  # jieba before the transaction
+        inputs = [indexed_text(c).replace("\x00", "") for c in chunks]
+        hashes = [chunk_text_hash(indexed_text(c)) for c in chunks]
+        tsvs = [tsvector_literal(t) for t in inputs]  # jieba before the transaction
         now = time.time()
         with self._tx() as conn:
             # Serialise writers of the same content (replicas ingesting the same file at once).
@@ -169,10 +177,10 @@ class PgvectorStore(PgSearch):
                 with cur.copy(
                     self._sql(
                         "COPY {s}.chunks (id, doc_id, ordinal, text, page_start, page_end, char_start, char_end, "
-                        "section, token_count, text_sha, tsv, embedding) FROM STDIN"
+                        "section, token_count, text_sha, tsv, embedding, embed_text) FROM STDIN"
                     )
                 ) as cp:
-                    for i, (chunk, vec) in enumerate(zip(chunks, vectors)):
+                    for i, chunk in enumerate(chunks):
                         cp.write_row(
                             (
                                 chunk.id,
@@ -185,11 +193,23 @@ class PgvectorStore(PgSearch):
                                 chunk.char_end,
                                 chunk.section,
                                 chunk.token_count,
-                                chunk_text_hash(indexed_text(chunk)),
+                                hashes[i],
                                 tsvs[i],
-                                vec_text(vec),
+                                None if vectors is None else vec_text(vectors[i]),
+                                inputs[i] if vectors is None else None,
                             )
                         )
+            # The embedding cache, both ways: queued chunks of these texts (this document's, or another's
+            # queued earlier) take a vector the KB holds for the same text.
+            conn.execute(
+                self._sql(
+                    "UPDATE {s}.chunks c SET embed_text = NULL, embedding = (SELECT e.embedding FROM {s}.chunks e "
+                    "WHERE e.text_sha = c.text_sha AND e.embedding IS NOT NULL LIMIT 1) "
+                    "WHERE c.text_sha = ANY(%s) AND c.embedding IS NULL AND EXISTS "
+                    "(SELECT 1 FROM {s}.chunks e WHERE e.text_sha = c.text_sha AND e.embedding IS NOT NULL)"
+                ),
+                (sorted(set(hashes)),),
+            )
             found = self._info(conn, "d.id = %s", (doc_id,))
         return found[0]
 
@@ -262,7 +282,8 @@ class PgvectorStore(PgSearch):
         with self._tx() as conn:
             rows = conn.execute(
                 self._sql(
-                    "SELECT DISTINCT ON (text_sha) text_sha, embedding::text FROM {s}.chunks WHERE text_sha = ANY(%s)"
+                    "SELECT DISTINCT ON (text_sha) text_sha, embedding::text FROM {s}.chunks "
+                    "WHERE text_sha = ANY(%s) AND embedding IS NOT NULL"
                 ),
                 (list(text_hashes),),
             ).fetchall()
@@ -295,14 +316,15 @@ class PgvectorStore(PgSearch):
         )
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[list[Chunk], np.ndarray]]:
-        """All chunks with their stored vectors, in (doc, ordinal) order (export and migration)."""
+        """All chunks that have a vector, with it, in (doc, ordinal) order (export and migration)."""
         last: tuple[str, int] = ("", -1)
         while True:
             with self._tx() as conn:
                 rows = conn.execute(
                     self._sql(
                         f"SELECT {CHUNK_COLUMNS}, c.embedding::text FROM {{s}}.chunks c JOIN {{s}}.documents d "
-                        "ON d.id = c.doc_id WHERE (c.doc_id, c.ordinal) > (%s, %s) ORDER BY c.doc_id, c.ordinal LIMIT %s"
+                        "ON d.id = c.doc_id WHERE (c.doc_id, c.ordinal) > (%s, %s) AND c.embedding IS NOT NULL "
+                        "ORDER BY c.doc_id, c.ordinal LIMIT %s"
                     ),
                     (last[0], last[1], batch),
                 ).fetchall()
@@ -316,6 +338,9 @@ class PgvectorStore(PgSearch):
         with self._tx() as conn:
             docs = conn.execute(self._sql("SELECT count(*) FROM {s}.documents")).fetchone()[0]
             chunks = conn.execute(self._sql("SELECT count(*) FROM {s}.chunks")).fetchone()[0]
+            queued, pending = conn.execute(
+                self._sql("SELECT count(*), count(DISTINCT text_sha) FROM {s}.chunks WHERE embedding IS NULL")
+            ).fetchone()
             pages = conn.execute(self._sql("SELECT count(*) FROM {s}.pages")).fetchone()[0]
             size = conn.execute(
                 "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
@@ -330,6 +355,8 @@ class PgvectorStore(PgSearch):
             index=dict(INDEX_PARAMS),
             keyword="postgres-fts-bm25",
             disk_bytes=size,
+            embedded=chunks - queued,
+            pending=pending,
             schema=self.schema,
             url=redact(self.url),
         )

@@ -2,7 +2,8 @@
 
 Layout of CITEQA_HOME/NAME/ (folder 0700, files 0600: see rag/store/private.py): `manifest.json`,
 `kb.sqlite` (+ WAL files), `dense.<gen>.<kind>.faiss`. store.py holds the KB, dense_cache.py the FAISS
-cache of SQLite's vectors, sql.py the queries and transactions.
+cache of SQLite's vectors, queue.py the embedding queue (deferred embedding), sql.py the queries and
+transactions.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The index is keyed by chunk rowid and saved as `dense.<gen>.<kind>.faiss`. Whenever its generation
 differs from SQLite's (a crash before saving, another process ingesting) it is reconciled by diffing
-rowids: vectors come from SQLite, nothing is re-embedded. It switches between exact (flat) and HNSW
+rowids: vectors come from SQLite, nothing is re-embedded. It holds only chunks that have a vector (a chunk
+queued to embed joins when its vector is stored: SqliteFaissStore.add_embeddings). It switches between exact (flat) and HNSW
 around `hnsw_threshold` chunks and records the kind in the manifest.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from rag.store.dense_index import DenseIndex
 from rag.store.manifest import Manifest, write_manifest
-from rag.store.sqlite_faiss.sql import BATCH, batches, generation, marks
+from rag.store.sqlite_faiss.sql import EMBEDDED_ROWIDS, chunk_vectors, generation
 
 SAVE_INTERVAL_S = 30.0  # persist the FAISS file at most this often during bulk writes (and on close)
 REBUILD_DEAD_SHARE = 0.2  # rebuild an HNSW index once this share of its entries are tombstones
@@ -60,12 +61,13 @@ class DenseCache:
             self.reconcile()
 
     def reconcile(self) -> None:
-        """Diff chunk rowids between SQLite and the index; add/remove the difference (no re-embedding)."""
+        """Diff embedded chunks' rowids between SQLite and the index; add/remove the difference (no re-embedding)."""
         conn = self._conn
         conn.execute("BEGIN")
         try:
             gen = generation(conn)
-            sql_ids = np.fromiter((r[0] for r in conn.execute("SELECT rowid FROM chunks")), dtype=np.int64)
+            # Only chunks that have a vector: a chunk still queued to embed is not "missing" from the index.
+            sql_ids = np.fromiter((r[0] for r in conn.execute(EMBEDDED_ROWIDS)), dtype=np.int64)
             live = self.index.live_ids()
             to_add = np.setdiff1d(sql_ids, live, assume_unique=True)
             to_remove = np.setdiff1d(live, sql_ids, assume_unique=True)
@@ -73,38 +75,13 @@ class DenseCache:
                 self.index = DenseIndex(self.dim, self.index.kind)  # cheaper to start over
                 to_remove = np.zeros(0, dtype=np.int64)
                 to_add = sql_ids
-            ids, vecs = self._vectors_for(to_add)
+            ids, vecs = chunk_vectors(conn, to_add.tolist(), self.dim)
         finally:
             conn.execute("COMMIT")
         self.index.remove(to_remove)
         self.index.add(ids, vecs)
         self.gen = gen
         self._maybe_switch_kind()
-
-    def _vectors_for(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        empty = np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        if len(rowids) == 0:
-            return empty
-        ids: list[int] = []
-        blobs: list[bytes] = []
-        query = "SELECT c.rowid, v.vector FROM chunks c JOIN vectors v ON v.text_sha256 = c.text_sha256"
-        if len(rowids) > 20 * BATCH:
-            wanted = set(rowids.tolist())
-            for rid, blob in self._conn.execute(query + " ORDER BY c.rowid"):
-                if rid in wanted:
-                    ids.append(rid)
-                    blobs.append(blob)
-        else:
-            for part in batches(sorted(rowids.tolist())):
-                for rid, blob in self._conn.execute(
-                    query + f" WHERE c.rowid IN ({marks(part)}) ORDER BY c.rowid", part
-                ):
-                    ids.append(rid)
-                    blobs.append(blob)
-        if not ids:
-            return empty
-        vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), self.dim)
-        return np.asarray(ids, dtype=np.int64), vecs
 
     def _maybe_switch_kind(self) -> None:
         dense = self.index
@@ -122,7 +99,9 @@ class DenseCache:
     def after_write(
         self, gen_before: int, gen_after: int, removed: np.ndarray, added_ids: np.ndarray, added_vecs: np.ndarray
     ) -> None:
-        """Apply one committed write: incrementally when the index was current before it, else reconcile."""
+        """Apply one committed write: incrementally when the index was current before it, else reconcile.
+
+        `added_ids`/`added_vecs`: only chunks that got a vector (a queued chunk joins on add_embeddings)."""
         if gen_before == self.gen:
             self.index.remove(removed)
             self.index.add(added_ids, added_vecs)

@@ -65,14 +65,75 @@ class Txn:
             self.conn.execute("ROLLBACK")
 
 
-def drop_orphan_vectors(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
-    """Delete cached vectors no chunk uses any more."""
-    for part in batches(sorted(shas)):
-        conn.execute(
-            f"DELETE FROM vectors WHERE text_sha256 IN ({marks(part)}) AND NOT EXISTS "
-            "(SELECT 1 FROM chunks WHERE chunks.text_sha256 = vectors.text_sha256)",
-            list(part),
-        )
+def drop_orphan_keys(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
+    """Delete cached vectors and queued embeddings that no chunk uses any more."""
+    for table in ("vectors", "pending_embeddings"):
+        for part in batches(sorted(shas)):
+            conn.execute(
+                f"DELETE FROM {table} WHERE text_sha256 IN ({marks(part)}) AND NOT EXISTS "
+                f"(SELECT 1 FROM chunks WHERE chunks.text_sha256 = {table}.text_sha256)",
+                list(part),
+            )
+
+
+# Chunks that have a vector. Every chunk's key is in `vectors` or in `pending_embeddings` (see schema.py), so
+# this reads only the small chunks_sha index and the queue, never the vectors table (1.5 KB a row at 384-d).
+EMBEDDED_ROWIDS = "SELECT rowid FROM chunks WHERE text_sha256 NOT IN (SELECT text_sha256 FROM pending_embeddings)"
+QUEUED_CHUNKS = "SELECT COUNT(*) FROM chunks WHERE text_sha256 IN (SELECT text_sha256 FROM pending_embeddings)"
+
+
+def queued_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> list[str]:
+    """Those of `keys` that are in the embedding queue."""
+    found: list[str] = []
+    for part in batches(sorted(set(keys))):
+        found += [
+            r[0]
+            for r in conn.execute(
+                f"SELECT text_sha256 FROM pending_embeddings WHERE text_sha256 IN ({marks(part)})", list(part)
+            )
+        ]
+    return found
+
+
+def dequeue(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
+    for part in batches(sorted(set(keys))):
+        conn.execute(f"DELETE FROM pending_embeddings WHERE text_sha256 IN ({marks(part)})", list(part))
+
+
+def rowids_of_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> list[int]:
+    """Rowids of every chunk whose embedding key is one of `keys` (chunks share a key: one vector per text)."""
+    rowids: list[int] = []
+    for part in batches(sorted(set(keys))):
+        rowids += [
+            int(r[0])
+            for r in conn.execute(f"SELECT rowid FROM chunks WHERE text_sha256 IN ({marks(part)})", list(part))
+        ]
+    return rowids
+
+
+def chunk_vectors(conn: sqlite3.Connection, rowids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rowids, vectors) of those of `rowids` whose chunk has a vector, in rowid order (what FAISS holds)."""
+    empty = np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+    if len(rowids) == 0:
+        return empty
+    ids: list[int] = []
+    blobs: list[bytes] = []
+    query = "SELECT c.rowid, v.vector FROM chunks c JOIN vectors v ON v.text_sha256 = c.text_sha256"
+    if len(rowids) > 20 * BATCH:  # one ordered pass beats thousands of IN lists
+        wanted = set(int(r) for r in rowids)
+        for rid, blob in conn.execute(query + " ORDER BY c.rowid"):
+            if rid in wanted:
+                ids.append(rid)
+                blobs.append(blob)
+    else:
+        for part in batches(sorted(int(r) for r in rowids)):
+            for rid, blob in conn.execute(query + f" WHERE c.rowid IN ({marks(part)}) ORDER BY c.rowid", part):
+                ids.append(rid)
+                blobs.append(blob)
+    if not ids:
+        return empty
+    vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
+    return np.asarray(ids, dtype=np.int64), vecs
 
 
 def filter_sql(doc_ids: Sequence[str], metadata: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -104,15 +165,19 @@ def insert_document(
     doc_id: str,
     doc: ParsedDocument,
     chunks: Sequence[Chunk],
-    vectors: np.ndarray,
+    vectors: np.ndarray | None,
     hashes: Sequence[str],
     tokens: Sequence[str],
     paths: Sequence[str] = (),
+    *,
+    inputs: Sequence[str] = (),
 ) -> list[int]:
     """Insert a document row, its paths (doc.source + `paths`), pages, vectors and chunks (inside the
     caller's transaction).
 
     Returns the new chunks' rowids (their FAISS ids). Vectors are stored once per distinct chunk text.
+    `vectors=None` queues every key without a stored vector, with its embedding input from `inputs`;
+    with vectors, keys that were queued (by another document) are dequeued: they have a vector now.
     """
     metadata = json.dumps(doc.metadata or {}, ensure_ascii=False, default=str)
     conn.execute(
@@ -127,10 +192,18 @@ def insert_document(
         "INSERT INTO pages(doc_id, number, text, ocr, header) VALUES (?,?,?,?,?)",
         [(doc_id, p.number, p.text, int(p.ocr), p.header or "") for p in doc.pages],
     )
-    conn.executemany(
-        "INSERT OR IGNORE INTO vectors(text_sha256, vector) VALUES (?, ?)",
-        [(h, vectors[i].tobytes()) for i, h in enumerate(hashes)],
-    )
+    if vectors is None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO pending_embeddings(text_sha256, text) SELECT ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM vectors WHERE text_sha256 = ?)",
+            [(h, inputs[i], h) for i, h in enumerate(hashes)],
+        )
+    else:
+        conn.executemany(
+            "INSERT OR IGNORE INTO vectors(text_sha256, vector) VALUES (?, ?)",
+            [(h, vectors[i].tobytes()) for i, h in enumerate(hashes)],
+        )
+        dequeue(conn, hashes)
     rowids: list[int] = []
     for i, c in enumerate(chunks):
         cur = conn.execute(

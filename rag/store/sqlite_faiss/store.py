@@ -3,7 +3,8 @@
 Consistency: every add/replace/remove is one SQLite transaction that also bumps `meta.generation`
 (the version of the chunk set) and updates the FTS5 index through triggers, so a kill -9 leaves
 the old state or the new one. The FAISS index (dense_cache.py) follows the generation; reads check
-it first, so a server sees another process's ingest.
+it first, so a server sees another process's ingest. Deferred embedding (add_document(vectors=None),
+then add_embeddings) keeps its queue in SQLite too: see queue.py.
 """
 
 from __future__ import annotations
@@ -32,29 +33,34 @@ from rag.store.keyword_fts import DocFrequencies, index_text, match_expression, 
 from rag.store.manifest import Manifest
 from rag.store.schema import connect, ensure_schema
 from rag.store.sqlite_faiss.dense_cache import DenseCache
+from rag.store.sqlite_faiss.queue import EmbeddingQueue
 from rag.store.sqlite_faiss.sql import (
     CHUNK_SELECT,
     DB_NAME,
     DOC_COLS,
     Txn,
     batches,
-    drop_orphan_vectors,
+    chunk_vectors,
+    drop_orphan_keys,
     filter_sql,
     generation,
     insert_document,
     kept_paths,
     marks,
+    queued_keys,
     row_to_chunk,
+    rowids_of_keys,
     set_generation,
 )
 
 EXACT_FILTER_MAX = 50_000  # filters selecting at most this many chunks are searched exactly
 
 
-class SqliteFaissStore:
+class SqliteFaissStore(EmbeddingQueue):
     """A knowledge base in one folder. Thread-safe (one lock); several processes may share it."""
 
     backend = "faiss"
+    defers_embedding = True
 
     def __init__(self, folder: Path, name: str, manifest: Manifest, hnsw_threshold: int) -> None:
         self.name = name
@@ -67,6 +73,7 @@ class SqliteFaissStore:
         self._conn = connect(str(folder / DB_NAME))
         ensure_schema(self._conn)
         self._count_cache: tuple[int, int] = (-1, 0)
+        self._embedding_counts: tuple[int, tuple[int, int]] = (-1, (0, 0))  # (generation, counts): EmbeddingQueue
         self._dfs = DocFrequencies()
         self._dense = DenseCache(self._conn, folder, manifest, self.dim, hnsw_threshold)
 
@@ -157,7 +164,7 @@ class SqliteFaissStore:
         self,
         doc: ParsedDocument,
         chunks: list[Chunk],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         *,
         replaces: str | None = None,
     ) -> DocumentInfo:
@@ -165,11 +172,13 @@ class SqliteFaissStore:
 
         Adding content whose sha256 is already stored under another id only records the new path
         (dedup); under the same id it replaces the stored version (re-chunking). `replaces` removes
-        that older document in the same transaction.
+        that older document in the same transaction. `vectors=None` queues the chunk texts that have
+        no stored vector yet (pending_embeddings), in the same transaction.
         """
         doc_id, vectors = validate_write(doc, chunks, vectors, self.dim, self.name)
-        hashes = [chunk_text_hash(indexed_text(c)) for c in chunks]
-        tokens = [index_text(indexed_text(c)) for c in chunks]  # jieba outside the write lock's critical part
+        inputs = [indexed_text(c) for c in chunks]
+        hashes = [chunk_text_hash(t) for t in inputs]
+        tokens = [index_text(t) for t in inputs]  # jieba outside the write lock's critical part
         with self._lock:
             same_sha = self._conn.execute("SELECT id FROM documents WHERE sha256=?", (doc.sha256,)).fetchone()
             if same_sha is not None and same_sha[0] != doc_id and same_sha[0] != replaces:
@@ -186,13 +195,14 @@ class SqliteFaissStore:
                         removed.append(rid)
                         old_shas.add(sha)
                     conn.execute("DELETE FROM documents WHERE id=?", (old,))
-                added_ids = insert_document(conn, doc_id, doc, chunks, vectors, hashes, tokens, kept)
-                drop_orphan_vectors(conn, old_shas - set(hashes))
+                # Keys another document queued that this write embeds: their chunks join the index too.
+                now_embedded = queued_keys(conn, hashes) if vectors is not None else []
+                added_ids = insert_document(conn, doc_id, doc, chunks, vectors, hashes, tokens, kept, inputs=inputs)
+                drop_orphan_keys(conn, old_shas - set(hashes))
                 gen_after = gen_before + 1 if (removed or chunks) else gen_before
                 set_generation(conn, gen_after)
-            self._dense.after_write(
-                gen_before, gen_after, np.asarray(removed, dtype=np.int64), np.asarray(added_ids, np.int64), vectors
-            )
+                ids, vecs = chunk_vectors(conn, sorted({*added_ids, *rowids_of_keys(conn, now_embedded)}), self.dim)
+            self._dense.after_write(gen_before, gen_after, np.asarray(removed, dtype=np.int64), ids, vecs)
             return self.get_document(doc_id)
 
     def add_path(self, doc_id: str, path: str) -> None:
@@ -214,7 +224,7 @@ class SqliteFaissStore:
                 gen_before = generation(conn)
                 rows = conn.execute("SELECT rowid, text_sha256 FROM chunks WHERE doc_id=?", (doc_id,)).fetchall()
                 conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
-                drop_orphan_vectors(conn, {r[1] for r in rows})
+                drop_orphan_keys(conn, {r[1] for r in rows})
                 set_generation(conn, gen_before + 1)
             removed = np.asarray([r[0] for r in rows], dtype=np.int64)
             self._dense.after_write(
@@ -328,7 +338,7 @@ class SqliteFaissStore:
             return [row_to_chunk(r) for r in rows]
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[list[Chunk], np.ndarray]]:
-        """All chunks with their vectors, in rowid order (for export/migration)."""
+        """All chunks that have a vector, with it, in rowid order (for export/migration; queued chunks are left out)."""
         select = CHUNK_SELECT.replace(" FROM chunks c", ", v.vector FROM chunks c", 1)
         last = 0
         while True:
@@ -355,14 +365,17 @@ class SqliteFaissStore:
                 return int(self._conn.execute(sql).fetchone()[0])
 
             assert self.path is not None
+            embedded, chunks = self.embedding_counts()
             return store_stats(
                 self,
                 documents=one("SELECT COUNT(*) FROM documents"),
-                chunks=one("SELECT COUNT(*) FROM chunks"),
+                chunks=chunks,
                 pages=one("SELECT COUNT(*) FROM pages"),
                 index={"kind": self._dense.index.kind, "hnsw_threshold": self.hnsw_threshold},
                 keyword="sqlite-fts5-bm25",
                 disk_bytes=sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
+                embedded=embedded,
+                pending=one("SELECT COUNT(*) FROM pending_embeddings"),
                 vectors=one("SELECT COUNT(*) FROM vectors"),
                 generation=self._dense.gen,
                 path=str(self.path),
