@@ -32,6 +32,9 @@ BENCH = REPO.parent / "shared" / "bench"
 OUT = REPO / "bench" / "out"
 DEFAULT_HOME = Path("/work/bench_home/quality53/out/quality_home")
 
+# Each variant is spelled out from the mechanisms' off state, so the names keep their meaning whatever the
+# defaults are (routing, page_fusion="max" and concepts are on by default since issue 15).
+OFF: dict[str, Any] = {"routing": False, "page_fusion": "off", "periods": False, "concepts": False}
 VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid": {},
     "+routing": {"routing": True},
@@ -135,11 +138,26 @@ def page_bm25(names: list[str]) -> Callable[[str], Ranked]:
     return search
 
 
+def unique_pages(ranked: Ranked) -> Ranked:
+    """A chunk ranking as pages, each page once at its best rank."""
+    return list(dict.fromkeys(ranked))
+
+
+def fuse_pages(a: Ranked, b: Ranked, k: int = 60) -> Ranked:
+    """Page-level RRF of two page rankings (an experiment: would a page keyword index help?)."""
+    scores: dict[tuple[str, int], float] = {}
+    for ranking in (a, b):
+        for r, key in enumerate(unique_pages(ranking)):
+            scores[key] = scores.get(key, 0.0) + 1 / (k + r + 1)
+    return sorted(scores, key=lambda key: -scores[key])[:10]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, default=DEFAULT_HOME, help="KB home (retrieval_quality.py's).")
     ap.add_argument("--kb", default="bench")
     ap.add_argument("--tag", default="", help="Suffix of the output files under bench/out/.")
+    ap.add_argument("--embedder", default=None, help="The KB's embedder, when not the default (e.g. use).")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated subset of: " + ", ".join(VARIANTS))
     args = ap.parse_args()
 
@@ -150,7 +168,7 @@ def main() -> int:
 
     home = snapshot(args.home, args.kb)
     try:
-        settings = load_settings(overrides={"paths.home": home})
+        settings = load_settings(overrides={"paths.home": home, "embedder.name": args.embedder})
         embedder = make_embedder(settings.embedder)
         store = open_kb(settings, args.kb, embedder)
         docs = store.list_documents()
@@ -162,9 +180,10 @@ def main() -> int:
         print(f"KB: {len(docs)} documents, {pages} pages, {chunks} chunks; {len(questions)} questions", flush=True)
         by_id = {d.id: Path(d.source).name for d in docs}
         results: dict[str, Any] = {}
+        rankings: dict[str, list[Ranked]] = {}
         latency: dict[str, dict[str, float]] = {}
         for name in args.variants.split(","):
-            retr = make_retriever(store, embedder, settings.retrieval.model_copy(update=VARIANTS[name]))
+            retr = make_retriever(store, embedder, settings.retrieval.model_copy(update={**OFF, **VARIANTS[name]}))
             retr.retrieve("warm up", 10)
             ranked, ms = [], []
             for q in questions:
@@ -173,6 +192,7 @@ def main() -> int:
                 ms.append((time.perf_counter() - t) * 1000)
                 ranked.append([(by_id.get(h.chunk.doc_id, h.chunk.doc), h.chunk.page_start) for h in r.hits])
             results[name] = score(questions, ranked)
+            rankings[name] = ranked
             latency[name] = {"p50_ms": statistics.median(ms), "p95_ms": sorted(ms)[int(0.95 * (len(ms) - 1))]}
             a = results[name]["all"]
             print(f"{name:14s} page@5 {a['page_hit@5']:.3f} page@1 {a['page_hit@1']:.3f} "
@@ -181,10 +201,21 @@ def main() -> int:
         t = time.perf_counter()
         search = page_bm25(names)
         build_s = time.perf_counter() - t
-        results["page-bm25"] = score(questions, [search(q["question"]) for q in questions])
+        bm25_ranked = [search(q["question"]) for q in questions]
+        results["page-bm25"] = score(questions, bm25_ranked)
         a = results["page-bm25"]["all"]
         print(f"{'page-bm25':14s} page@5 {a['page_hit@5']:.3f} page@1 {a['page_hit@1']:.3f} "
               f"mrr {a['mrr@10']:.3f} doc@5 {a['doc_hit@5']:.3f}  (index built in {build_s:.0f} s)")  # fmt: skip
+        # Experiments, page-level (each page once): a variant's pages alone, and fused with page BM25.
+        for name in [v for v in ("hybrid", "routing+pages+concepts") if v in rankings]:
+            for label, fused in (
+                (f"{name} [pages]", [unique_pages(r) for r in rankings[name]]),
+                (f"{name} [pages]+page-bm25", [fuse_pages(r, b) for r, b in zip(rankings[name], bm25_ranked)]),
+            ):
+                results[label] = score(questions, fused)
+                a = results[label]["all"]
+                print(f"{label:14s} page@5 {a['page_hit@5']:.3f} page@1 {a['page_hit@1']:.3f} "
+                      f"mrr {a['mrr@10']:.3f} doc@5 {a['doc_hit@5']:.3f}")  # fmt: skip
     finally:
         shutil.rmtree(home, ignore_errors=True)
     report = {"documents": names, "pages": pages, "chunks": chunks, "results": results, "latency": latency}

@@ -230,7 +230,8 @@ class _Run:
                 tally.t["index"] += store_s
                 self.summary.embedded += n
                 counts()
-            self.summary.cancelled = True
+            # Cancelled between batches: only "cancelled" when the queue still holds work.
+            self.summary.cancelled = bool(self.store.pending_embeddings(1))
 
 
 def _fill_duplicates(r: Ready) -> None:

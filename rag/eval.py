@@ -165,7 +165,16 @@ def run_eval(
         skipped = sorted({q["doc"] for q in questions if q["doc"] and q["doc"] not in in_kb})
         n_all = len(questions)
         questions = [q for q in questions if not q["doc"] or q["doc"] in in_kb]
-        retriever = make_retriever(store, embedder, settings.retrieval)
+        from rag.llm import make_generator
+
+        llm: list[Any] = [generator]  # loaded once, on first use (query translation or answers)
+
+        def load_llm() -> Any:
+            if llm[0] is None:
+                llm[0] = make_generator(settings)
+            return llm[0]
+
+        retriever = make_retriever(store, embedder, settings.retrieval, generator=load_llm)
         depth = max(max(ks), 10)
         ranked: list[list[DocPage]] = []
         latencies: list[float] = []
@@ -210,7 +219,7 @@ def run_eval(
             "per_question": rows,
         }
         if answers:
-            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows, generator)
+            report["answers"] = _eval_answers(settings, store, embedder, retriever, questions, rows, load_llm())
         return report
     finally:
         store.close()

@@ -66,7 +66,7 @@ class QAPipeline:
         if retriever is None:
             from rag.retrieval import make_retriever
 
-            retriever = make_retriever(store, embedder, settings.retrieval)
+            retriever = make_retriever(store, embedder, settings.retrieval, generator=generator)
         self.store = store
         self.embedder = embedder
         self.generator = generator
@@ -114,7 +114,13 @@ class QAPipeline:
         retrieval = self.retriever.retrieve(standalone, self.settings.retrieval.top_k, flt)
         timings["retrieve"] = time.perf_counter() - t
         translated = ""
-        target = other_language(lang, retrieval) if self.settings.retrieval.translate and self.generator else None
+        translator = getattr(self.retriever, "translator", None)
+        target = None
+        if translator is not None:  # retrieval translated a cross-language question already (query_translation)
+            if "translate_ms" in retrieval.timings:
+                translated = translator.translate(standalone, "zh" if lang == "en" else "en")[0] or ""
+        elif self.settings.retrieval.translate and self.generator:
+            target = other_language(lang, retrieval)
         if target is not None:
             if events:
                 yield Status("translating")

@@ -216,7 +216,11 @@ class AppState:
         with self._lock:
             retriever = self._retrievers.get(kb)
             if retriever is None:
-                retriever = make_retriever(self.store(kb), embedder, self.settings.retrieval)
+                # The queued LLM, loaded on first use: only a cross-language question with
+                # retrieval.query_translation="llm" calls it.
+                retriever = make_retriever(
+                    self.store(kb), embedder, self.settings.retrieval, generator=self.wait_generator
+                )
                 self._retrievers[kb] = retriever
             return retriever
 

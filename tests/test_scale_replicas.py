@@ -179,7 +179,8 @@ def test_two_replicas_answer_consistently_while_a_third_process_ingests(
         assert res["app_missing"] == 0, res  # no HTTP answer ever lost the document mid-replace
         assert "v12" in res["versions"] and len(res["versions"]) >= 2, res  # they saw the writer's progress
     assert results[0]["final"] == results[1]["final"] and results[0]["final_q2"] == results[1]["final_q2"]
-    assert all(cid.startswith(final_doc) for cid in results[0]["final"][:2])
+    # The final version leads (page fusion puts other pages' best chunks before its second chunk).
+    assert results[0]["final"][0].startswith(final_doc), (final_doc, results[0]["final"])
     # rag.retrieval runs its dense and keyword reads in one store.snapshot(): no HTTP answer may mix
     # the old and the new version of a document being replaced.
     assert all(r["app_mixed"] == 0 for r in results), results

@@ -92,7 +92,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     store, embedder = open_store(settings, kb_name(args, settings))
     try:
-        retriever = make_retriever(store, embedder, settings.retrieval)
+        from rag.llm import make_generator
+
+        # The LLM loads only if a cross-language question needs translating (retrieval.query_translation).
+        retriever = make_retriever(store, embedder, settings.retrieval, generator=lambda: make_generator(settings))
         result = retriever.retrieve(args.question, args.k, SearchFilter(doc_ids=args.doc) if args.doc else None)
     finally:
         store.close()

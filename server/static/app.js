@@ -17,6 +17,7 @@ const I18N = {
     retrieved: "Retrieved — not an answer yet", firstToken: "first token", total: "total",
     job: { queued: "queued", running: "ingesting", succeeded: "done", failed: "failed", cancelled: "cancelled" },
     added: "added", updated: "updated", skipped: "unchanged", failedFiles: "failed", cancelJob: "Cancel",
+    embedding: "Embedded {x} of {y} chunks: already searchable by keyword",
     sources: "Sources", refused: "No answer found in the documents.", error: "Error", seconds: "s",
   },
   zh: {
@@ -34,6 +35,7 @@ const I18N = {
     retrieved: "检索到的内容（还不是答案）", firstToken: "首个字", total: "总计",
     job: { queued: "排队中", running: "入库中", succeeded: "完成", failed: "失败", cancelled: "已取消" },
     added: "新增", updated: "更新", skipped: "未变", failedFiles: "失败", cancelJob: "取消",
+    embedding: "已向量化 {x} / {y} 块：已可按关键词检索",
     sources: "来源", refused: "文档中没有找到答案。", error: "错误", seconds: "秒",
   },
 };
@@ -248,6 +250,15 @@ function renderJob(el, job) {
   bar.max = 1;
   bar.value = job.progress && typeof job.progress.ratio === "number" ? job.progress.ratio : 0;
   el.append(title, bar);
+  const p = job.progress || {};
+  if (p.phase === "embedding" && (job.state === "running" || job.state === "queued")) {
+    // Every file is stored: the documents can be asked about while their vectors follow.
+    const line = document.createElement("div");
+    line.className = "muted";
+    line.textContent = t("embedding").replace("{x}", Number(p.embedded || 0).toLocaleString())
+      .replace("{y}", Number(p.chunks_total || 0).toLocaleString());
+    el.append(line);
+  }
   if (job.summary) {
     const s = job.summary;
     const line = document.createElement("div");
@@ -286,8 +297,10 @@ async function watchJob(job) {
     await new Promise((r) => setTimeout(r, 700));
     const next = await guard(getJson(`/v1/jobs/${job.id}`));
     if (!next) break;
+    const stored = job.progress?.phase !== "embedding" && next.progress?.phase === "embedding";
     job = next;
     renderJob(el, job);
+    if (stored) await refreshAll(); // the files are written: list them while embedding goes on
   }
   await refreshAll();
 }
