@@ -324,7 +324,9 @@ def test_progress_plain_lines_and_final_table(
     assert rated and rated[-1].chunks == summary.chunks  # the rate is reported, up to the end
     for p in rated:  # chunks over the seconds of work (at least 0.5, at most the whole run)
         assert p.chunks / p.elapsed_s <= p.chunks_per_s <= p.chunks / 0.5
-    assert any(p.eta_s is not None for p in rated if p.phase == "ingesting")
+    # An ETA once there is a rate: while files are written, or (documents first, vectors after) while
+    # their chunks are embedded — the slow step here.
+    assert any(p.eta_s is not None for p in rated if p.phase in ("ingesting", "embedding"))
 
 
 def test_rich_renderer_and_summary_table() -> None:
