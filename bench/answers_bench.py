@@ -68,6 +68,10 @@ def _scoring():  # type: ignore[no-untyped-def]
     def ours(name: str) -> bool:
         return name == "rag" or name.startswith("rag.")
 
+    if CODE == REPO:
+        # One copy of rag: dropping it would leave the parser workers (forkserver, which re-imports this
+        # script) with another rag.records than their results are pickled against.
+        return importlib.import_module("rag.scoring")
     sys.path.insert(0, str(REPO))
     try:
         module = importlib.import_module("rag.scoring")

@@ -57,3 +57,22 @@ def postgres_server(tmp_root: Path) -> Iterator[str]:
             stop(data)
         finally:
             shutil.rmtree(root if as_root else data, ignore_errors=True)
+
+
+def backend_params(*names: str) -> list:  # type: ignore[type-arg]
+    """pytest params for store backends: faiss always; pgvector and milvus marked `scale` and skipped,
+    with the pip line, where their server package is missing (the contract tests' and queue tests' list)."""
+    import pytest
+
+    servers = {
+        "pgvector": (have_pgserver, "pip install pgserver 'psycopg[binary,pool]'"),
+        "milvus": (have_milvus, "pip install pymilvus milvus-lite"),
+    }
+    out = []
+    for name in names:
+        if name not in servers:
+            out.append(pytest.param(name, id=name))
+            continue
+        have, hint = servers[name]
+        out.append(pytest.param(name, id=name, marks=[pytest.mark.scale, pytest.mark.skipif(not have(), reason=hint)]))
+    return out

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scale_servers import have_milvus, have_pgserver, postgres_server
+from scale_servers import backend_params, have_pgserver, postgres_server
 
 from rag.errors import DocumentNotFound, EmbedderMismatch, InvalidRequest, KnowledgeBaseNotFound
 from rag.protocols import SearchFilter, Store
@@ -31,22 +31,7 @@ from rag.store import STORES, chunk_text_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
-BACKENDS = [
-    pytest.param("faiss", id="faiss"),
-    pytest.param(
-        "pgvector",
-        id="pgvector",
-        marks=[
-            pytest.mark.scale,
-            pytest.mark.skipif(not have_pgserver(), reason="pip install pgserver 'psycopg[binary,pool]'"),
-        ],
-    ),
-    pytest.param(
-        "milvus",
-        id="milvus",
-        marks=[pytest.mark.scale, pytest.mark.skipif(not have_milvus(), reason="pip install pymilvus milvus-lite")],
-    ),
-]
+BACKENDS = backend_params("faiss", "pgvector", "milvus")
 
 ZH_PAGES = [
     "第一节 公司简介\n\n本公司主要从事锂电池材料的研发、生产和销售。2023年营业收入为128.5亿元，同比增长12.3%。",

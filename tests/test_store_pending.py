@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FakeEmbedder
-from scale_servers import have_pgserver
+from scale_servers import backend_params, have_pgserver
 from test_store_contract import EN_PAGES, OTHER_PAGES, ZH_PAGES, make_doc, pg_url  # noqa: F401 - pg_url: a fixture
 
 from rag.errors import EmbeddingsPending, InvalidRequest
@@ -34,17 +34,7 @@ from rag.store.migrate import export_kb, migrate_kb
 
 REPO = Path(__file__).resolve().parents[1]
 
-BACKENDS = [
-    pytest.param("faiss", id="faiss"),
-    pytest.param(
-        "pgvector",
-        id="pgvector",
-        marks=[
-            pytest.mark.scale,
-            pytest.mark.skipif(not have_pgserver(), reason="pip install pgserver 'psycopg[binary,pool]'"),
-        ],
-    ),
-]
+BACKENDS = backend_params("faiss", "pgvector")
 
 
 @pytest.fixture(params=BACKENDS)
