@@ -138,7 +138,9 @@ class _Run:
         from rag.store import chunk_text_hash
 
         hashes = [chunk_text_hash(indexed_text(c)) for c in chunks]
-        vectors = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
+        # Written without vectors (defer), the store itself takes what it already holds; the lookup then
+        # only counts the reuse.
+        vectors = None if self.defer else np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
         t = time.perf_counter()
         cached = self.store.cached_vectors(hashes) if chunks else {}
         self.tally.t["index"] += time.perf_counter() - t
@@ -147,7 +149,8 @@ class _Run:
         for i, h in enumerate(hashes):
             vec = cached.get(h)
             if vec is not None and vec.shape == (self.embedder.dim,):
-                vectors[i] = vec
+                if vectors is not None:
+                    vectors[i] = vec
                 self.summary.reused += 1
             elif h in first_of:  # the same text twice in one document: embed it once
                 self.summary.reused += 1
@@ -160,6 +163,7 @@ class _Run:
             self.tally.chunks_done += len(chunks)
             self._store(Ready(task, doc, chunks, None, missing, hashes))
             return
+        assert vectors is not None
         self.tally.chunks_done += len(chunks) - len(missing)
         ready.append(Ready(task, doc, chunks, vectors, missing, hashes))
 

@@ -316,24 +316,25 @@ def kb_contents(home: Path) -> dict[str, tuple[str, int]]:
         store.close()
 
 
+def kb_progress(home: Path) -> tuple[int, int, int]:
+    """(documents, chunks with a vector, chunks) of the KB 'kb' under `home`."""
+    store = open_kb(load_settings(overrides={"paths.home": home}), "kb")
+    try:
+        return len(store.list_documents()), *store.embedding_counts()
+    finally:
+        store.close()
+
+
 def unfinished(home: Path) -> bool:
     """Whether the KB holds part of the job: some documents, and either not all of them or not all vectors
     (documents are written before their vectors, so a kill often lands in the embedding phase)."""
-    store = open_kb(load_settings(overrides={"paths.home": home}), "kb")
-    try:
-        documents, (embedded, chunks) = len(store.list_documents()), store.embedding_counts()
-        return 0 < documents and (documents < N_FILES or embedded < chunks)
-    finally:
-        store.close()
+    documents, embedded, chunks = kb_progress(home)
+    return 0 < documents and (documents < N_FILES or embedded < chunks)
 
 
 def fully_embedded(home: Path) -> bool:
-    store = open_kb(load_settings(overrides={"paths.home": home}), "kb")
-    try:
-        embedded, chunks = store.embedding_counts()
-        return embedded == chunks > 0
-    finally:
-        store.close()
+    _, embedded, chunks = kb_progress(home)
+    return embedded == chunks > 0
 
 
 def db_state(home: Path, job_id: str) -> str:
